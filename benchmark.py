@@ -1,0 +1,251 @@
+"""Benchmark a (pruned / compressed) causal LM: generate over a dataset, measure quality and speed, and write
+one JSON log per run plus per-sample records.
+
+    python benchmark.py --num_samples 5 --max_steps 64
+    torchrun benchmark.py --dataset aclsum_summarization --generation_strategy self_speculative \
+        --exit_layer 20 --num_speculations 6 --prune_method angular --prune_n 2
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import sys
+import time
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import arguments  # noqa: E402
+import data  # noqa: E402
+from decoding import STRATEGIES, Decoder, GenerationResult  # noqa: E402
+from errors import UsageError  # noqa: E402
+from metrics import BLEU_SETTINGS, ROUGE_SETTINGS, corpus_metrics, sample_metrics  # noqa: E402
+from model_adapter import UnsupportedModelError  # noqa: E402
+from model_loading import ModelLoadError, load_model  # noqa: E402
+from pruned_model import PRUNE_METHODS, Calibration, PruneConfig, PruneModel  # noqa: E402
+from run_log import SCHEMA_VERSION, RunLog, environment, prepare_output_dir  # noqa: E402
+from sampling import SamplingConfig, StopCondition, TokenChooser  # noqa: E402
+
+CALIBRATION_FALLBACK = "aclsum_summarization"
+
+
+def validate_prune(p: arguments.PruneArguments) -> None:
+    if p.prune_method not in PRUNE_METHODS:
+        raise UsageError(f"--prune_method {p.prune_method!r} unknown; choose from {', '.join(PRUNE_METHODS)}")
+    if p.prune_method == "angular" and (p.prune_n is None or p.prune_n < 1):
+        raise UsageError(f"--prune_n must be >= 1 for --prune_method angular, got {p.prune_n}")
+    if p.prune_method == "random" and (p.dropout_threshold is None or not 0 <= p.dropout_threshold < 1):
+        raise UsageError(f"--dropout_threshold must be in [0, 1) for --prune_method random, got {p.dropout_threshold}")
+    if p.calibration_samples < 1 or p.calibration_max_length < 2:
+        raise UsageError("--calibration_samples must be >= 1 and --calibration_max_length >= 2")
+    if p.calibration_dataset is not None:
+        data.get_spec(p.calibration_dataset)
+
+
+def calibration_loader(p: arguments.PruneArguments, d: arguments.DatasetArguments, opts: data.DatasetOptions,
+                       template: str, tokenizer, eval_split: str, eval_ids: set[str], seed: int):
+    """Calibration text: the train split of the calibration dataset (default: --dataset, or aclsum when --dataset
+    has no train split). Evaluated samples are always excluded."""
+    def load() -> Calibration:
+        name = p.calibration_dataset or (d.dataset if data.get_spec(d.dataset).train_split else CALIBRATION_FALLBACK)
+        spec = data.get_spec(name)
+        split = spec.train_split or spec.eval_split
+        _, samples = data.load_split(name, split, opts)
+        overlap = name == d.dataset and split == eval_split
+        pool = [s for s in samples if not (overlap and s.sample_id in eval_ids)]
+        chosen = data.select_samples(pool, min(p.calibration_samples, len(pool)), seed, shuffle=True)
+        fmt = template if name == d.dataset else spec.template
+        ids = [tokenizer(fmt.format(input=s.input) + " " + s.reference.strip())["input_ids"] for s in chosen]
+        return Calibration(ids, {"dataset": name, "split": split, "seed": seed,
+                                 "excluded_evaluated_samples": overlap})
+    return load
+
+
+def peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "torch.cuda.max_memory_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"
+
+
+def aggregate(records: list[dict], device: torch.device) -> dict:
+    if not records:
+        return {"num_samples": 0}
+    preds = [r["prediction"] for r in records]
+    refs = [r["reference"] for r in records]
+    out = corpus_metrics(preds, refs, [r["metrics"] for r in records])
+    tokens = sum(r["num_tokens"] for r in records)
+    total = sum(r["total_time"] for r in records)
+    ttft = sum(r["time_to_first_token"] for r in records)
+    drafted = sum(r["num_drafted"] for r in records)
+    decode_tokens = tokens - len(records)  # the first token of each sample comes from the prefill
+    out.update({
+        "num_samples": len(records),
+        "num_tokens": tokens,
+        "total_time": total,
+        "tokens_per_second": tokens / total if total else None,
+        "tokens_per_second_mean": sum(r["tokens_per_second"] for r in records) / len(records),
+        "time_per_token": total / tokens if tokens else None,
+        "time_to_first_token": ttft / len(records),
+        "decode_tokens_per_second": decode_tokens / (total - ttft) if total > ttft and decode_tokens else None,
+        "acceptance_rate": sum(r["num_accepted"] for r in records) / drafted if drafted else None,
+    })
+    out["peak_memory_mb"], out["peak_memory_source"] = peak_memory_mb(device)
+    return out
+
+
+def generate_sample(strategy, decoder: Decoder, prompt_ids: list[int], g: arguments.GenerationArguments,
+                    exit_layer: int, chooser: TokenChooser, stop: StopCondition) -> GenerationResult:
+    prompt = torch.tensor([prompt_ids], device=decoder.device)
+    return strategy(decoder, prompt, g.max_steps, chooser, stop, exit_layer=exit_layer,
+                    num_speculations=g.num_speculations)
+
+
+def run(argv: list[str] | None = None) -> int:
+    b, d, g, p = arguments.parse_args(argv)
+    arguments.validate_generation(g, STRATEGIES)
+    arguments.validate_dataset(d)
+    validate_prune(p)
+    prepare_output_dir(b.output_dir)
+    opts = data.DatasetOptions(d.data_path, d.prompt_field, d.response_field)
+    spec = data.get_spec(d.dataset)
+    split, all_samples = data.load_split(d.dataset, d.split, opts)
+    samples = data.select_samples(all_samples, d.num_samples, b.seed, d.random_shuffle)
+    template = d.template or spec.template
+    torch.manual_seed(b.seed)
+
+    loaded = load_model(b.model, b.dtype, b.device, b.device_map)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    use_chat = data.use_chat_template(tokenizer, d.chat_template)
+    shots = data.few_shot_prefix(d.dataset, d.n_shot, b.seed, template, opts)
+    prompts = [data.build_prompt(tokenizer, shots + template.format(input=s.input), use_chat) for s in samples]
+
+    prune_cfg = PruneConfig(p.prune_method, p.prune_n, p.dropout_threshold,
+                            p.prune_seed if p.prune_seed is not None else b.seed, p.protected_layers or [],
+                            p.calibration_samples, p.calibration_max_length)
+    pruner = PruneModel(model, tokenizer, prune_cfg, calibration_loader(
+        p, d, opts, template, tokenizer, split, {s.sample_id for s in samples}, b.seed))
+    prune_report = pruner.apply()
+    exit_layer = pruner.map_exit_layer(g.exit_layer) if g.exit_layer > 0 else -1
+    if g.exit_layer > 0 and exit_layer == 0:
+        raise UsageError(f"--exit_layer {g.exit_layer}: every layer below it was pruned; the draft would be empty")
+    arguments.validate_exit_layer(dataclasses.replace(g, exit_layer=exit_layer), pruner.num_layers)
+    prune_report["exit_layer_original"] = g.exit_layer
+    prune_report["exit_layer_pruned"] = exit_layer
+    if p.save_pruned_model:
+        pruner.save(p.save_pruned_model)
+        prune_report["saved_to"] = os.path.abspath(p.save_pruned_model)
+
+    decoder = Decoder(model)
+    strategy = STRATEGIES[g.generation_strategy]
+    chooser = TokenChooser(SamplingConfig(g.sample, g.temperature, g.top_k, g.top_p, g.no_repeat_ngram_size, b.seed),
+                           decoder.device)
+    stop_ids = set(g.stop_token_ids or [])
+    eos = model.generation_config.eos_token_id if model.generation_config else None
+    for e in (eos if isinstance(eos, list) else [eos]) + [tokenizer.eos_token_id]:
+        if e is not None:
+            stop_ids.add(int(e))
+    stop = StopCondition(stop_ids, list(g.stop_words or []), tokenizer)
+
+    log = RunLog(b.output_dir)
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "complete": False,
+        "run_id": log.run_id,
+        "args": {**dataclasses.asdict(b), **dataclasses.asdict(d), **dataclasses.asdict(g), **dataclasses.asdict(p)},
+        "environment": environment(decoder.device, 1),
+        "model": {"name": loaded.name, "source": loaded.source, "model_type": model.config.model_type,
+                  "dtype": str(decoder.dtype), "num_layers": pruner.num_layers,
+                  "num_layers_original": pruner.num_layers_original,
+                  "num_parameters": prune_report["num_parameters_after"],
+                  "num_parameters_original": pruner.num_parameters_original},
+        "prune": prune_report,
+        "dataset": {"name": d.dataset, "split": split, "num_samples": len(samples),
+                    "sample_ids": [s.sample_id for s in samples], "template": template,
+                    "chat_template": use_chat, "n_shot": d.n_shot},
+        "generation": {"strategy": g.generation_strategy, "exit_layer": exit_layer,
+                       "num_speculations": g.num_speculations if g.generation_strategy == "self_speculative" else None,
+                       "mode": _mode(g), "max_steps": g.max_steps, "sample": g.sample,
+                       "stop_token_ids": sorted(stop_ids)},
+        "metric_settings": {"rouge": ROUGE_SETTINGS, "bleu": BLEU_SETTINGS,
+                            "exact_match": "normalized (lowercase, punctuation->space, whitespace collapsed) equality",
+                            "edit_distance": "character Levenshtein distance (rapidfuzz)"},
+        "metrics": {},
+        "samples_file": os.path.basename(log.samples_path),
+    }
+    log.write(doc)
+
+    if b.warmup and prompts:
+        warm = dataclasses.replace(g, max_steps=min(g.max_steps, 8))
+        generate_sample(strategy, decoder, prompts[0], warm, exit_layer, chooser, stop)
+    chooser = TokenChooser(SamplingConfig(g.sample, g.temperature, g.top_k, g.top_p, g.no_repeat_ngram_size, b.seed),
+                           decoder.device)
+    if decoder.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(decoder.device)
+    pruner.start_counting()
+
+    records: list[dict] = []
+    interrupted = False
+    bar = tqdm(zip(samples, prompts), total=len(samples), desc=f"{g.generation_strategy}/{p.prune_method}",
+               unit="sample", file=sys.stderr)
+    try:
+        for sample, prompt_ids in bar:
+            res = generate_sample(strategy, decoder, prompt_ids, g, exit_layer, chooser, stop)
+            text = stop.cut_text(tokenizer.decode(res.token_ids, skip_special_tokens=True))
+            record = {
+                "sample_id": sample.sample_id, "prompt": tokenizer.decode(prompt_ids), "reference": sample.reference,
+                "prediction": text, "num_tokens": len(res.token_ids), "prompt_tokens": len(prompt_ids),
+                "time_to_first_token": res.time_to_first_token, "total_time": res.total_time,
+                "tokens_per_second": len(res.token_ids) / res.total_time,
+                "num_drafted": res.num_drafted, "num_accepted": res.num_accepted,
+                "acceptance_rate": res.num_accepted / res.num_drafted if res.num_drafted else None,
+                "stopped": res.stopped, "metrics": sample_metrics(text, sample.reference),
+            }
+            log.append_sample(record)
+            records.append(record)
+            tokens = sum(r["num_tokens"] for r in records)
+            seconds = sum(r["total_time"] for r in records)
+            drafted = sum(r["num_drafted"] for r in records)
+            post = {"tok/s": f"{tokens / seconds:.1f}"}
+            if drafted:
+                post["acc"] = f"{sum(r['num_accepted'] for r in records) / drafted:.2f}"
+            bar.set_postfix(post)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        log.close()
+
+    doc["metrics"] = aggregate(records, decoder.device)
+    doc["prune"]["layer_calls"] = pruner.layer_call_counts()
+    doc["complete"] = not interrupted and len(records) == len(samples)
+    log.write(doc)
+    _print_summary(log.path, doc)
+    return 130 if interrupted else 0
+
+
+def _mode(g: arguments.GenerationArguments) -> str:
+    if g.generation_strategy == "self_speculative":
+        return "self_speculative"
+    return "early_exit" if g.exit_layer > 0 else "full_model"
+
+
+def _print_summary(path: str, doc: dict) -> None:
+    m = doc["metrics"]
+    keys = ("rouge1", "rouge2", "rougeL", "bleu", "exact_match", "tokens_per_second", "acceptance_rate")
+    parts = [f"{k}={m[k]:.4g}" for k in keys if isinstance(m.get(k), (int, float))]
+    print(f"{path}: " + " ".join(parts))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except (UsageError, ModelLoadError, UnsupportedModelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Run logs: one JSON document per run (rewritten atomically) plus a JSONL of per-sample records that is
+appended and flushed as each sample finishes, so a crash loses no finished sample."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import uuid
+
+import torch
+import transformers
+
+from errors import UsageError
+
+SCHEMA_VERSION = 1
+
+
+def prepare_output_dir(path: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--output_dir {path}: cannot create ({exc.strerror})") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"--output_dir {path}: not writable")
+
+
+def write_json_atomic(path: str, doc: dict) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: torch.device, world_size: int) -> dict:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "platform": platform.platform(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "world_size": world_size,
+        "git_commit": git_commit(),
+    }
+
+
+class RunLog:
+    def __init__(self, output_dir: str, run_id: str | None = None) -> None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
+        self.run_id = run_id or f"{stamp}_{uuid.uuid4().hex[:8]}"
+        self.path = os.path.join(output_dir, f"benchmark_{self.run_id}.json")
+        self.samples_path = os.path.join(output_dir, f"benchmark_{self.run_id}_samples.jsonl")
+        self._samples = None
+
+    def write(self, doc: dict) -> None:
+        write_json_atomic(self.path, doc)
+
+    def append_sample(self, record: dict) -> None:
+        if self._samples is None:
+            self._samples = open(self.samples_path, "a", encoding="utf-8")
+        self._samples.write(json.dumps(record) + "\n")
+        self._samples.flush()
+        os.fsync(self._samples.fileno())
+
+    def close(self) -> None:
+        if self._samples is not None:
+            self._samples.close()
+            self._samples = None
+
+
+def read_samples(path: str) -> list[dict]:
+    """Per-sample records; a torn last line (a crash mid-write) is ignored."""
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return records
