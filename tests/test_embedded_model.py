@@ -1,0 +1,43 @@
+"""Checks on the real embedded SmolLM2-135M-Instruct and real aclsum prompts."""
+import torch
+
+import data
+from decoding import Decoder, autoregressive, self_speculative
+from sampling import SamplingConfig, StopCondition, TokenChooser
+
+
+def _aclsum_prompts(tokenizer, n):
+    _, samples = data.load_split("aclsum_summarization", "test", data.DatasetOptions())
+    chosen = data.select_samples(samples, n, seed=42, shuffle=True)
+    tmpl = data.DATASETS["aclsum_summarization"].template
+    return [data.build_prompt(tokenizer, tmpl.format(input=s.input), True) for s in chosen]
+
+
+def test_embedded_model_is_a_30_layer_llama(embedded):
+    assert embedded.model.config.model_type == "llama"
+    assert len(embedded.model.model.layers) == 30
+    assert embedded.model.dtype == torch.float32
+    assert not hasattr(embedded.model.config, "quantization_config")
+
+
+def test_greedy_self_speculative_equals_autoregressive_on_embedded_model(embedded):
+    dec = Decoder(embedded.model)
+    stop = StopCondition({embedded.tokenizer.eos_token_id})
+    total_drafted = 0
+    for prompt_ids in _aclsum_prompts(embedded.tokenizer, 5):
+        prompt = torch.tensor([prompt_ids])
+        ar = autoregressive(dec, prompt, 24, TokenChooser(SamplingConfig()), stop)
+        ss = self_speculative(dec, prompt, 24, TokenChooser(SamplingConfig()), stop, exit_layer=20,
+                              num_speculations=4)
+        assert ss.token_ids == ar.token_ids
+        assert len(ar.token_ids) > 0
+        total_drafted += ss.num_drafted
+    assert total_drafted > 0
+
+
+def test_autoregressive_equals_hf_generate_on_embedded_model(embedded):
+    prompt = torch.tensor([_aclsum_prompts(embedded.tokenizer, 1)[0]])
+    ref = embedded.model.generate(prompt, max_new_tokens=16, min_new_tokens=16, do_sample=False,
+                                  pad_token_id=embedded.tokenizer.eos_token_id)[0, prompt.shape[1]:].tolist()
+    ours = autoregressive(Decoder(embedded.model), prompt, 16, TokenChooser(SamplingConfig()), StopCondition())
+    assert ours.token_ids == ref
