@@ -139,3 +139,21 @@ def test_kv_cache_update_and_crop():
     assert keys.shape[2] == 3 and torch.equal(keys, k)
     with pytest.raises(RuntimeError, match="overflow"):
         cache.update(torch.zeros(1, 2, 6, 4), torch.zeros(1, 2, 6, 4), 0)
+
+
+@pytest.mark.parametrize("arch", MODELS)
+def test_column_major_weights_keep_greedy_outputs(arch):
+    import copy
+    model = MODELS[arch]()
+    plain = Decoder(copy.deepcopy(model), optimize=False)
+    fast = Decoder(model)
+    assert plain.weight_layout == "as_loaded" and fast.weight_layout == "column_major"
+    linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert linear.weight.stride() == (1, linear.weight.shape[0])
+    for seed in (1, 2, 3):
+        prompt = _prompt(seed)
+        a = autoregressive(plain, prompt, 30, TokenChooser(SamplingConfig()), StopCondition())
+        b = autoregressive(fast, prompt, 30, TokenChooser(SamplingConfig()), StopCondition())
+        c = self_speculative(fast, prompt, 30, TokenChooser(SamplingConfig()), StopCondition(), exit_layer=2,
+                             num_speculations=3)
+        assert a.token_ids == b.token_ids == c.token_ids

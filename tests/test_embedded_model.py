@@ -35,9 +35,21 @@ def test_greedy_self_speculative_equals_autoregressive_on_embedded_model(embedde
     assert total_drafted > 0
 
 
-def test_autoregressive_equals_hf_generate_on_embedded_model(embedded):
-    prompt = torch.tensor([_aclsum_prompts(embedded.tokenizer, 1)[0]])
-    ref = embedded.model.generate(prompt, max_new_tokens=16, min_new_tokens=16, do_sample=False,
-                                  pad_token_id=embedded.tokenizer.eos_token_id)[0, prompt.shape[1]:].tolist()
-    ours = autoregressive(Decoder(embedded.model), prompt, 16, TokenChooser(SamplingConfig()), StopCondition())
-    assert ours.token_ids == ref
+def test_engine_matches_hf_generate_and_unoptimized_engine_on_embedded_model(embedded):
+    """HF generate, our engine on the weights as loaded, and our engine with column-major weights agree."""
+    import copy
+    model = copy.deepcopy(embedded.model)
+    plain = Decoder(model, optimize=False)
+    for prompt_ids in _aclsum_prompts(embedded.tokenizer, 3):
+        prompt = torch.tensor([prompt_ids])
+        ref = model.generate(prompt, max_new_tokens=16, min_new_tokens=16, do_sample=False,
+                             pad_token_id=embedded.tokenizer.eos_token_id)[0, prompt.shape[1]:].tolist()
+        ours = autoregressive(plain, prompt, 16, TokenChooser(SamplingConfig()), StopCondition())
+        assert ours.token_ids == ref
+    fast = Decoder(copy.deepcopy(embedded.model))
+    assert fast.weight_layout == "column_major" and model.lm_head.weight.is_contiguous()
+    for prompt_ids in _aclsum_prompts(embedded.tokenizer, 3):
+        prompt = torch.tensor([prompt_ids])
+        a = autoregressive(plain, prompt, 16, TokenChooser(SamplingConfig()), StopCondition())
+        b = autoregressive(fast, prompt, 16, TokenChooser(SamplingConfig()), StopCondition())
+        assert a.token_ids == b.token_ids
