@@ -1,0 +1,36 @@
+# Shared settings and helpers for run_tests and run_tests_base (sourced, not run).
+# Every setting can be overridden from the environment, e.g.
+#   NUM_SAMPLES=3 MAX_STEPS=32 ./run_tests_base && NUM_SAMPLES=3 MAX_STEPS=32 ./run_tests
+if [ -x .venv/bin/python ]; then PYTHON=${PYTHON:-.venv/bin/python}; else PYTHON=${PYTHON:-python3}; fi
+MODEL=${MODEL:-}                          # empty: the embedded SmolLM2-135M-Instruct
+DATASETS=${DATASETS:-aclsum_summarization}
+NUM_SAMPLES=${NUM_SAMPLES:-10}
+MAX_STEPS=${MAX_STEPS:-128}
+STRATEGY=${STRATEGY:-autoregressive}
+EXIT_LAYER=${EXIT_LAYER:--1}
+NUM_SPECULATIONS=${NUM_SPECULATIONS:--1}
+LAUNCHER=${LAUNCHER:-$PYTHON}             # e.g. "torchrun --nproc_per_node 2"
+OUTPUT_DIR=${OUTPUT_DIR:-logs/sweep}
+EXTRA_ARGS=${EXTRA_ARGS:-}
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+
+mkdir -p "$OUTPUT_DIR/console"
+
+# run_one DATASET TAG [benchmark flags...]: one benchmark run with the sweep's shared generation settings;
+# its console output is also saved to $OUTPUT_DIR/console/DATASET_TAG.log
+run_one() {
+  local dataset=$1 tag=$2
+  shift 2
+  local model_args=()
+  [ -n "$MODEL" ] && model_args=(--model "$MODEL")
+  echo "=== $dataset $tag ==="
+  # shellcheck disable=SC2086
+  $LAUNCHER benchmark.py "${model_args[@]}" --dataset "$dataset" --num_samples "$NUM_SAMPLES" \
+    --max_steps "$MAX_STEPS" --generation_strategy "$STRATEGY" --exit_layer "$EXIT_LAYER" \
+    --num_speculations "$NUM_SPECULATIONS" --output_dir "$OUTPUT_DIR" "$@" $EXTRA_ARGS \
+    2>&1 | tee "$OUTPUT_DIR/console/${dataset}_${tag}.log"
+}
+
+print_tables() {
+  "$PYTHON" analyze_logs.py "$OUTPUT_DIR"
+}
