@@ -62,6 +62,12 @@ class PruneArguments:
     calibration_samples: int = 32
     calibration_max_length: int = 512
     save_pruned_model: Optional[str] = None
+    compression_rank: Optional[int] = field(default=None, metadata={"help": "lowrank: rank r of every factorized matrix"})
+    compression_ratio: Optional[float] = field(default=None, metadata={"help": "lowrank: kept-parameter fraction per matrix"})
+    lowrank_method: str = field(default="svd", metadata={"choices": ["svd", "asvd"]})
+    hot_path: Optional[list[int]] = field(default=None, metadata={"help": "lowrank/gated: layers never compressed or skipped (default: first two and last)"})
+    skip_threshold: float = field(default=0.1, metadata={"help": "gated: skip cold layers whose temperature (arccos(cos(in, out))/pi at the last prompt token) is below this"})
+    available_compute: float = field(default=1.0, metadata={"help": "gated: at most ceil(c x L) layers run per decode step"})
 
 
 ALL_ARGUMENTS = (BenchmarkArguments, DatasetArguments, GenerationArguments, PruneArguments)

@@ -39,6 +39,16 @@ def validate_prune(p: arguments.PruneArguments) -> None:
         raise UsageError(f"--prune_n must be >= 1 for --prune_method angular, got {p.prune_n}")
     if p.prune_method == "random" and (p.dropout_threshold is None or not 0 <= p.dropout_threshold < 1):
         raise UsageError(f"--dropout_threshold must be in [0, 1) for --prune_method random, got {p.dropout_threshold}")
+    if p.compression_rank is not None and p.compression_rank < 1:
+        raise UsageError(f"--compression_rank must be >= 1, got {p.compression_rank}")
+    if p.compression_ratio is not None and not 0 < p.compression_ratio <= 1:
+        raise UsageError(f"--compression_ratio must be in (0, 1], got {p.compression_ratio}")
+    if p.prune_method == "lowrank" and p.compression_rank is None and p.compression_ratio is None:
+        raise UsageError("--prune_method lowrank needs --compression_rank or --compression_ratio")
+    if not 0 <= p.skip_threshold <= 1:
+        raise UsageError(f"--skip_threshold must be in [0, 1], got {p.skip_threshold}")
+    if not 0 < p.available_compute <= 1:
+        raise UsageError(f"--available_compute must be in (0, 1], got {p.available_compute}")
     if p.calibration_samples < 1 or p.calibration_max_length < 2:
         raise UsageError("--calibration_samples must be >= 1 and --calibration_max_length >= 2")
     if p.calibration_dataset is not None:
@@ -108,6 +118,10 @@ def run(argv: list[str] | None = None) -> int:
     arguments.validate_generation(g, STRATEGIES)
     arguments.validate_dataset(d)
     validate_prune(p)
+    if p.prune_method == "gated" and g.generation_strategy == "self_speculative":
+        raise UsageError("--prune_method gated cannot be combined with --generation_strategy self_speculative: "
+                         "its skip set is decided per sequence at prefill, and a skipped layer has no KV for the "
+                         "verification pass to reuse")
     prepare_output_dir(b.output_dir)
     opts = data.DatasetOptions(d.data_path, d.prompt_field, d.response_field)
     spec = data.get_spec(d.dataset)
@@ -124,7 +138,8 @@ def run(argv: list[str] | None = None) -> int:
 
     prune_cfg = PruneConfig(p.prune_method, p.prune_n, p.dropout_threshold,
                             p.prune_seed if p.prune_seed is not None else b.seed, p.protected_layers or [],
-                            p.calibration_samples, p.calibration_max_length)
+                            p.calibration_samples, p.calibration_max_length, 8, p.compression_rank,
+                            p.compression_ratio, p.lowrank_method, p.hot_path, p.skip_threshold, p.available_compute)
     pruner = PruneModel(model, tokenizer, prune_cfg, calibration_loader(
         p, d, opts, template, tokenizer, split, {s.sample_id for s in samples}, b.seed))
     arguments.validate_exit_layer(g, pruner.num_layers_original)
@@ -207,6 +222,9 @@ def run(argv: list[str] | None = None) -> int:
                 "acceptance_rate": res.num_accepted / res.num_drafted if res.num_drafted else None,
                 "stopped": res.stopped, "metrics": sample_metrics(text, sample.reference),
             }
+            gate = pruner.sample_report()
+            if gate is not None:
+                record["gate"] = gate
             log.append_sample(record)
             records.append(record)
             tokens = sum(r["num_tokens"] for r in records)
@@ -224,6 +242,7 @@ def run(argv: list[str] | None = None) -> int:
 
     doc["metrics"] = aggregate(records, decoder.device)
     doc["prune"]["layer_calls"] = pruner.layer_call_counts()
+    doc["prune"]["run_metrics"] = pruner.get_metrics()
     doc["complete"] = not interrupted and len(records) == len(samples)
     log.write(doc)
     _print_summary(log.path, doc)

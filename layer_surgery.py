@@ -31,20 +31,32 @@ def keep_layers(model: nn.Module, adapter: Adapter, keep: list[int]) -> None:
 
 
 class LayerCallCounter:
-    """Forward hooks counting how often each layer module ran, keyed by its index in the ORIGINAL model."""
+    """Forward hooks counting how often each layer module ran (and over how many token positions), keyed by its
+    index in the ORIGINAL model."""
 
     def __init__(self, layers: Iterable[nn.Module]) -> None:
         self.counts: Counter[int] = Counter()
-        self._handles = [layer.register_forward_hook(self._hook(i)) for i, layer in enumerate(layers)]
+        self.tokens: Counter[int] = Counter()
+        self._handles = [layer.register_forward_hook(self._hook(i), with_kwargs=True)
+                         for i, layer in enumerate(layers)]
         self.num_layers = len(self._handles)
 
     def _hook(self, index: int):
-        def hook(module, args, output):
+        def hook(module, args, kwargs, output):
+            hidden = args[0] if args else kwargs["hidden_states"]
             self.counts[index] += 1
+            self.tokens[index] += hidden.shape[1]
         return hook
 
     def snapshot(self) -> list[int]:
         return [self.counts[i] for i in range(self.num_layers)]
+
+    def token_snapshot(self) -> list[int]:
+        return [self.tokens[i] for i in range(self.num_layers)]
+
+    def reset(self) -> None:
+        self.counts.clear()
+        self.tokens.clear()
 
     def remove(self) -> None:
         for h in self._handles:

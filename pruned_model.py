@@ -5,7 +5,13 @@ Methods (registry `PRUNE_METHODS`):
   angular  remove the n consecutive layers whose input and output are closest in angular distance
            (Gromov et al. 2024), measured on held-out calibration text
   random   drop each layer independently with probability p (seeded local RNG)
+  lowrank  factorize the linear maps of the cold layers (truncated SVD or activation-aware ASVD)
+  gated    skip cold layers per sequence by their measured temperature (see compression.py)
 Removed layers are deleted from the module list: they hold no parameters and run no compute.
+
+The seed API of "Layer Compression and Skipping" is here too: `apply_low_rank_factorization`,
+`update_model_with_gating`, `adjust_compression_level`, `get_metrics` (and `LayerCompressionAndSkipping` in
+layer_compression_skipping.py).
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from torch import nn
 
 from errors import UsageError
 from decoding import causal_mask
+from compression import Gate, GatedLayer, LowRankCompressor, LowRankPlan
 from layer_surgery import LayerCallCounter, count_parameters, keep_layers
 from model_adapter import get_adapter
 
@@ -34,6 +41,12 @@ class PruneConfig:
     calibration_samples: int = 32
     calibration_max_length: int = 512
     calibration_batch_size: int = 8
+    compression_rank: int | None = None
+    compression_ratio: float | None = None
+    lowrank_method: str = "svd"
+    hot_path: list[int] | None = None  # default: first two and last layer
+    skip_threshold: float = 0.1
+    available_compute: float = 1.0
 
 
 @dataclass
@@ -56,7 +69,12 @@ class PruneModel:
         self.num_parameters_original = count_parameters(model)
         self.kept_layers = list(range(self.num_layers_original))  # original indices, in order
         self.report: dict = {"method": config.method}
-        self.counter: LayerCallCounter | None = None
+        self.counter = LayerCallCounter(self.original_layers)
+        self.layer_params_original = [sum(p.numel() for p in layer.parameters()) for layer in self.original_layers]
+        self.compressor: LowRankCompressor | None = None
+        self.gate: Gate | None = None
+        self._lowrank_plan: LowRankPlan | None = None
+        self._base_threshold: float | None = None
 
     # ---- structure -------------------------------------------------------------------------------------
     @property
@@ -89,10 +107,144 @@ class PruneModel:
         return self.report
 
     def start_counting(self) -> None:
-        self.counter = LayerCallCounter(self.original_layers)
+        """Zero the layer-call counters (hooks are installed at construction)."""
+        self.counter.reset()
+        if self.gate:
+            self.gate.reset_counts()
 
-    def layer_call_counts(self) -> list[int] | None:
-        return self.counter.snapshot() if self.counter else None
+    def layer_call_counts(self) -> list[int]:
+        return self.counter.snapshot()
+
+    # ---- compression and skipping (seed API) ----------------------------------------------------------------
+    def hot_path(self) -> list[int]:
+        hot = self.config.hot_path if self.config.hot_path is not None else [0, 1, self.num_layers - 1]
+        bad = sorted(i for i in hot if not 0 <= i < self.num_layers)
+        if bad:
+            raise UsageError(f"--hot_path {bad} out of range [0, {self.num_layers})")
+        return sorted(set(hot))
+
+    def apply_low_rank_factorization(self, rank: int | None = None, ratio: float | None = None,
+                                     method: str | None = None) -> dict:
+        """Factorize every targeted linear map of the cold layers. Rank from `rank`, else `ratio` (kept-parameter
+        fraction per matrix), else the config. Always starts from the original dense weights."""
+        rank = rank if rank is not None else (None if ratio is not None else self.config.compression_rank)
+        ratio = ratio if ratio is not None else self.config.compression_ratio
+        method = method or self.config.lowrank_method
+        if rank is None and ratio is None:
+            raise UsageError("--prune_method lowrank needs --compression_rank or --compression_ratio")
+        if rank is not None and rank < 1:
+            raise UsageError(f"--compression_rank must be >= 1, got {rank}")
+        if ratio is not None and not 0 < ratio <= 1:
+            raise UsageError(f"--compression_ratio must be in (0, 1], got {ratio}")
+        if method not in ("svd", "asvd"):
+            raise UsageError(f"--lowrank_method must be svd or asvd, got {method!r}")
+        if self.compressor is None:
+            self.compressor = LowRankCompressor(self._inner_layers(), self.adapter, set(self.hot_path()))
+        info = {}
+        if method == "asvd" and not self.compressor.column_scales:
+            t0 = time.perf_counter()
+            batches, info = _calibration_batches(self)
+            tensors = [torch.tensor([seq], device=self._device()) for batch in batches for seq in batch]
+            self.compressor.measure_column_scales(self.model, tensors)
+            info["seconds"] = time.perf_counter() - t0
+            self.report["calibration"] = info
+        self._lowrank_plan = LowRankPlan(rank, ratio, method)
+        result = self.compressor.apply(self._lowrank_plan)
+        before, after = result["targeted_params_before"], result["targeted_params_after"]
+        self.report.update({"compression_rank": rank, "compression_ratio": ratio, "lowrank_method": method,
+                            "hot_path": self.hot_path(), **result,
+                            "targeted_params_kept_fraction": after / before if before else 1.0})
+        return result
+
+    def update_model_with_gating(self, skip_threshold: float | None = None, available_compute: float | None = None,
+                                 per_sequence: bool = True, calibration_input_ids: torch.Tensor | None = None) -> Gate:
+        """Wrap every decoder layer in a gate. With per_sequence=True (benchmark.py) each prefill measures the
+        temperatures used for that sequence's decode steps; with False, the last measurement is reused, so a
+        plain `model(input_ids)` skips once temperatures exist (measured on `calibration_input_ids` if given)."""
+        threshold = self.config.skip_threshold if skip_threshold is None else skip_threshold
+        compute = self.config.available_compute if available_compute is None else available_compute
+        _check_gate_values(threshold, compute)
+        if self.gate is None:
+            self.gate = Gate(self.num_layers, set(self.hot_path()), threshold, compute, per_sequence)
+            layers = self.adapter.layers(self.model)
+            self.adapter.set_layers(self.model, nn.ModuleList(
+                GatedLayer(layer, i, self.gate) for i, layer in enumerate(layers)))
+        self.gate.threshold, self.gate.compute, self.gate.per_sequence = threshold, compute, per_sequence
+        self._base_threshold = threshold
+        if calibration_input_ids is not None:
+            with torch.inference_mode():
+                saved = self.gate.per_sequence
+                self.gate.per_sequence = True
+                self.model(input_ids=calibration_input_ids.to(self._device()), use_cache=False)
+                self.gate.per_sequence = saved
+        self.report.update({"skip_threshold": threshold, "available_compute": compute, "hot_path": self.hot_path()})
+        return self.gate
+
+    def adjust_compression_level(self, available_compute: float) -> dict:
+        """Rule (c in (0, 1]; the configured rank r0 and threshold t0 are the c = 1 settings):
+        rank = max(1, round(c * r0)) (or ratio = c * ratio0), threshold = t0 + (1 - c) * (1 - t0), and the decode
+        budget is ceil(c * L) layers. Lower compute never raises rank or lowers the threshold; re-factorization
+        always starts from the original weights, so c = 1 restores the initial model exactly."""
+        if not 0 < available_compute <= 1:
+            raise UsageError(f"available_compute must be in (0, 1], got {available_compute}")
+        c = available_compute
+        out: dict = {"available_compute": c}
+        if self.compressor is not None and self._lowrank_plan is not None:
+            base = self.report.get("compression_rank"), self.report.get("compression_ratio")
+            rank = max(1, round(c * base[0])) if base[0] is not None else None
+            ratio = c * base[1] if base[0] is None else None
+            self.compressor.apply(LowRankPlan(rank, ratio, self._lowrank_plan.method))
+            out["rank"], out["ratio"] = rank, ratio
+        if self.gate is not None:
+            t0 = self._base_threshold
+            self.gate.threshold = t0 + (1 - c) * (1 - t0)
+            self.gate.compute = c
+            if all(t is not None for t in self.gate.temperatures):
+                self.gate.decide()
+            out["skip_threshold"] = self.gate.threshold
+        return out
+
+    def get_metrics(self) -> dict:
+        """What actually ran since counting started: layer calls executed/skipped, parameters, and matmul FLOPs
+        (2 x weights per token position) saved against the original dense model."""
+        executed_tokens = self.counter.token_snapshot()
+        kept = {orig: pos for pos, orig in enumerate(self.kept_layers)}
+        skipped_calls = [0] * self.num_layers_original
+        skipped_tokens = [0] * self.num_layers_original
+        if self.gate is not None:
+            for orig, pos in kept.items():
+                skipped_calls[orig], skipped_tokens[orig] = self.gate.skipped[pos], self.gate.skipped_tokens[pos]
+        current = [0] * self.num_layers_original
+        for orig, layer in zip(self.kept_layers, self._inner_layers()):
+            current[orig] = sum(p.numel() for p in layer.parameters())
+        executed = sum(self.counter.snapshot())
+        skipped = sum(skipped_calls)
+        baseline = sum(2 * p * (e + s) for p, e, s in zip(self.layer_params_original, executed_tokens, skipped_tokens))
+        actual = sum(2 * p * e for p, e in zip(current, executed_tokens))
+        params = count_parameters(self.model)
+        metrics = {
+            "layers_executed": executed, "layers_skipped": skipped,
+            "skip_ratio": skipped / (executed + skipped) if executed + skipped else 0.0,
+            "num_parameters": params, "num_parameters_original": self.num_parameters_original,
+            "compression_ratio": params / self.num_parameters_original,
+            "layer_flops_baseline": baseline, "layer_flops_saved": baseline - actual,
+            "layer_flops_saved_fraction": (baseline - actual) / baseline if baseline else 0.0,
+        }
+        if self.gate is not None:
+            calls = self.gate.decode_executed + self.gate.decode_skipped
+            metrics.update({"decode_layers_executed": self.gate.decode_executed,
+                            "decode_layers_skipped": self.gate.decode_skipped,
+                            "decode_skip_ratio": self.gate.decode_skipped / calls if calls else 0.0})
+        return metrics
+
+    def sample_report(self) -> dict | None:
+        return self.gate.sequence_report() if self.gate is not None else None
+
+    def _inner_layers(self) -> list[nn.Module]:
+        return [layer.layer if isinstance(layer, GatedLayer) else layer for layer in self.adapter.layers(self.model)]
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     def calibration(self) -> Calibration:
         if self._calibration is None:
@@ -194,8 +346,17 @@ def _random(pm: PruneModel) -> None:
                       "realized_fraction": len(drop) / pm.num_layers_original})
 
 
+def _check_gate_values(threshold: float, compute: float) -> None:
+    if not 0 <= threshold <= 1:
+        raise UsageError(f"--skip_threshold must be in [0, 1], got {threshold}")
+    if not 0 < compute <= 1:
+        raise UsageError(f"--available_compute must be in (0, 1], got {compute}")
+
+
 PRUNE_METHODS: dict[str, Callable[[PruneModel], None]] = {
     "base": lambda pm: None,
     "angular": _angular,
     "random": _random,
+    "lowrank": lambda pm: pm.apply_low_rank_factorization(),
+    "gated": lambda pm: pm.update_model_with_gating(),
 }

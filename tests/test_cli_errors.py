@@ -51,6 +51,16 @@ CASES = [
     (["--no_repeat_ngram_size", "0"], "--no_repeat_ngram_size"),
     (["--chat_template", "maybe"], "--chat_template"),
     (["--dataset", "cnn_dm_summarization"], "offline datasets"),
+    (["--prune_method", "lowrank"], "--compression_rank"),
+    (["--prune_method", "lowrank", "--compression_rank", "0"], "--compression_rank"),
+    (["--prune_method", "lowrank", "--compression_ratio", "1.5"], "--compression_ratio"),
+    (["--prune_method", "lowrank", "--compression_ratio", "0"], "--compression_ratio"),
+    (["--prune_method", "gated", "--skip_threshold", "2"], "--skip_threshold"),
+    (["--prune_method", "gated", "--available_compute", "0"], "--available_compute"),
+    (["--prune_method", "gated", "--available_compute", "1.5"], "--available_compute"),
+    (["--model", TINY, "--prune_method", "gated", "--hot_path", "0", "9"], "--hot_path"),
+    (["--prune_method", "gated"] + SPEC + ["--exit_layer", "3", "--num_speculations", "2"], "--prune_method gated"),
+    (["--lowrank_method", "qr"], "--lowrank_method"),
 ]
 
 
