@@ -20,6 +20,8 @@ class BenchmarkArguments:
     output_dir: str = "./logs"
     warmup: bool = field(default=True, metadata={"help": "one untimed generation before timing"})
     resume: Optional[str] = field(default=None, metadata={"help": "run JSON or samples file of an interrupted run to continue"})
+    execute_code: bool = field(default=False, metadata={"help": "human_eval: run the generated code against the tests (pass@1); runs model-written code"})
+    execution_timeout: float = 3.0
 
 
 @dataclass

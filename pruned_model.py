@@ -75,6 +75,7 @@ class PruneModel:
         self.gate: Gate | None = None
         self._lowrank_plan: LowRankPlan | None = None
         self._base_threshold: float | None = None
+        self._decision: dict = {}
 
     # ---- structure -------------------------------------------------------------------------------------
     @property
@@ -92,7 +93,17 @@ class PruneModel:
         return sum(1 for orig in self.kept_layers if orig < exit_layer)
 
     # ---- running -----------------------------------------------------------------------------------------
-    def apply(self) -> dict:
+    def decision(self) -> dict:
+        """What calibration decided (removed layers, ASVD scales): broadcast it so every rank prunes identically."""
+        out = {"report": dict(self.report)}
+        if self.compressor is not None and self.compressor.column_scales:
+            out["column_scales"] = {k: v.cpu() for k, v in self.compressor.column_scales.items()}
+        return out
+
+    def apply(self, decision: dict | None = None) -> dict:
+        """Apply the configured method; with `decision` (from another rank's `decision()`), reuse its calibration
+        result instead of calibrating again."""
+        self._decision = decision or {}
         if self.config.method not in PRUNE_METHODS:
             raise UsageError(f"--prune_method {self.config.method!r} unknown; choose from {', '.join(PRUNE_METHODS)}")
         PRUNE_METHODS[self.config.method](self)
@@ -141,6 +152,10 @@ class PruneModel:
         if self.compressor is None:
             self.compressor = LowRankCompressor(self._inner_layers(), self.adapter, set(self.hot_path()))
         info = {}
+        if method == "asvd" and "column_scales" in self._decision:
+            device = self._device()
+            self.compressor.column_scales = {k: v.to(device) for k, v in self._decision["column_scales"].items()}
+            self.report["calibration"] = self._decision["report"].get("calibration")
         if method == "asvd" and not self.compressor.column_scales:
             t0 = time.perf_counter()
             batches, info = _calibration_batches(self)
@@ -313,6 +328,12 @@ def _angular(pm: PruneModel) -> None:
     n = pm.config.prune_n
     if n is None or not 1 <= n < pm.num_layers:
         raise UsageError(f"--prune_n must satisfy 1 <= n < {pm.num_layers} (model layers), got {n}")
+    if pm._decision:
+        decided = pm._decision["report"]
+        pm.remove_layers(decided["removed_layers"])
+        pm.report.update({k: decided[k] for k in ("prune_n", "distances", "best_start_layer", "best_distance",
+                                                  "calibration")})
+        return
     t0 = time.perf_counter()
     batches, info = _calibration_batches(pm)
     states = last_token_states(pm.model, batches)

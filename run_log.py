@@ -60,12 +60,20 @@ def environment(device: torch.device, world_size: int) -> dict:
     }
 
 
+def new_run_id() -> str:
+    return f"{datetime.datetime.now():%Y%m%d_%H%M%S}_{uuid.uuid4().hex[:8]}"
+
+
 class RunLog:
-    def __init__(self, output_dir: str, run_id: str | None = None) -> None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
-        self.run_id = run_id or f"{stamp}_{uuid.uuid4().hex[:8]}"
-        self.path = os.path.join(output_dir, f"benchmark_{self.run_id}.json")
-        self.samples_path = os.path.join(output_dir, f"benchmark_{self.run_id}_samples.jsonl")
+    """Paths of one run's files. Rank 0 owns the run JSON and the samples file; other ranks of a torchrun
+    job append to their own part file, which rank 0 merges into the samples file at the end."""
+
+    def __init__(self, output_dir: str, run_id: str, rank: int = 0) -> None:
+        self.run_id = run_id
+        self.path = os.path.join(output_dir, f"benchmark_{run_id}.json")
+        self.samples_path = os.path.join(output_dir, f"benchmark_{run_id}_samples.jsonl")
+        self.part_path = self.samples_path if rank == 0 else os.path.join(
+            output_dir, f"benchmark_{run_id}_samples.rank{rank}.jsonl")
         self._samples = None
 
     def write(self, doc: dict) -> None:
@@ -73,7 +81,7 @@ class RunLog:
 
     def append_sample(self, record: dict) -> None:
         if self._samples is None:
-            self._samples = open(self.samples_path, "a", encoding="utf-8")
+            self._samples = open(self.part_path, "a", encoding="utf-8")
         self._samples.write(json.dumps(record) + "\n")
         self._samples.flush()
         os.fsync(self._samples.fileno())
@@ -82,6 +90,17 @@ class RunLog:
         if self._samples is not None:
             self._samples.close()
             self._samples = None
+
+
+def write_samples_atomic(path: str, records: list[dict]) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".jsonl")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def read_samples(path: str) -> list[dict]:

@@ -61,6 +61,9 @@ CASES = [
     (["--model", TINY, "--prune_method", "gated", "--hot_path", "0", "9"], "--hot_path"),
     (["--prune_method", "gated"] + SPEC + ["--exit_layer", "3", "--num_speculations", "2"], "--prune_method gated"),
     (["--lowrank_method", "qr"], "--lowrank_method"),
+    (["--execute_code", "True"], "--execute_code"),
+    (["--execution_timeout", "0", "--dataset", "human_eval"], "--execution_timeout"),
+    (["--resume", "/nonexistent/run.json"], "--resume"),
 ]
 
 
