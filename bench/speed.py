@@ -6,7 +6,7 @@ by the measured share of time spent in the removed layers; a mechanics check on 
 exact identities (every draft accepted) against the theoretical bound; and the fraction of the memory-bandwidth
 bound our decoding reaches. Ratios are the result; absolute numbers are context.
 
-    .venv/bin/python bench/speed.py --samples 3 --max_tokens 48 --exit_layer 20 --num_speculations 4 --prune_n 6
+    .venv/bin/python bench/speed.py --samples 2 --max_tokens 40 --exit_layer 20 --num_speculations 4 --prune_n 6
 """
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ def parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="default: embedded SmolLM2-135M-Instruct")
     ap.add_argument("--dataset", default="aclsum_summarization")
-    ap.add_argument("--samples", type=int, default=3)
-    ap.add_argument("--max_tokens", type=int, default=48)
+    ap.add_argument("--samples", type=int, default=2)
+    ap.add_argument("--max_tokens", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=2, help="timed passes over the prompts (runs alternate)")
     ap.add_argument("--exit_layer", type=int, default=20)
     ap.add_argument("--num_speculations", type=int, default=4)
@@ -164,6 +164,7 @@ def main() -> None:
         "ours_pruned_autoregressive": our_runner(pruned, autoregressive, T),
         "identity_autoregressive": our_runner(ident, autoregressive, T),
         "identity_self_speculative": our_runner(ident, self_speculative, T, exit_layer=E, num_speculations=d),
+        "identity_early_exit": our_runner(ident, autoregressive, T, exit_layer=E),
     }
     if not a.skip_hf_early_exit:
         runners["hf_assistant_early_exit"] = hf_runner(
@@ -206,7 +207,7 @@ def main() -> None:
             for n, s in stats.items() if s["decode_seconds"]}
     bw = measure_bandwidth(device, base.dtype)
     wbytes = weight_bytes_per_token(base.model)
-    t_full, t_draft = dtpt["identity_autoregressive"], dtpt["ours_early_exit"]
+    t_full, t_draft = dtpt["identity_autoregressive"], dtpt["identity_early_exit"]
     bound = (d + 1) * t_full / (d * t_draft + t_full)
     ident_speedup = tps["identity_self_speculative"] / tps["identity_autoregressive"]
     prune_speedup = tps["ours_pruned_autoregressive"] / tps["ours_autoregressive"]
