@@ -174,8 +174,12 @@ def run(argv: list[str] | None, info: distributed.DistInfo) -> int:
         p, d, opts, template, tokenizer, split, {s.sample_id for s in samples}, b.seed))
     arguments.validate_exit_layer(g, pruner.num_layers_original)
     # calibration runs once, on rank 0; every other rank applies the same decision
-    decision = distributed.broadcast(pruner.decision() if info.is_main and pruner.apply() is not None else None, info)
-    prune_report = pruner.report if info.is_main else pruner.apply(decision)
+    if info.is_main:
+        pruner.apply()
+    decision = distributed.broadcast(pruner.decision() if info.is_main else None, info)
+    if not info.is_main:
+        pruner.apply(decision)
+    prune_report = pruner.report
     exit_layer = pruner.map_exit_layer(g.exit_layer) if g.exit_layer > 0 else -1
     if g.exit_layer > 0 and exit_layer == 0:
         raise UsageError(f"--exit_layer {g.exit_layer}: every layer below it was pruned; the draft would be empty")
