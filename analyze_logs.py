@@ -6,7 +6,9 @@
 Reads every run JSON under the given paths (recursively; samples files are not run logs). Corrupt, partial
 (`complete: false`) and foreign JSON files are skipped with one warning line each. Runs of the same
 configuration are averaged (std when there are several); speedup and quality change are relative to the base
-run with the same model, dataset, strategy, exit layer, speculations and sample count.
+run with the same model, dataset, strategy, exit layer, speculations and sample count. `speedup` compares
+tokens/s over whole generations (prefill included); `decode_speedup` compares tokens/s after the first token,
+which is what layer removal changes most directly.
 """
 from __future__ import annotations
 
@@ -23,17 +25,20 @@ from tabulate import tabulate
 CONFIG = ["dataset", "model", "strategy", "approach", "param", "exit_layer", "num_speculations", "samples"]
 BASE_KEY = ["dataset", "model", "strategy", "exit_layer", "num_speculations", "samples"]
 QUALITY = ["rouge1", "rouge2", "rougeL", "bleu", "exact_match"]
-SPEED = ["acceptance_rate", "tokens_per_second", "time_per_token", "total_time", "num_parameters"]
+SPEED = ["acceptance_rate", "tokens_per_second", "decode_tokens_per_second", "time_per_token", "total_time",
+         "num_parameters"]
 METRICS_COLUMNS = CONFIG + ["runs"] + QUALITY + ["acceptance_rate"] + [f"{q}_change" for q in QUALITY]
 METRICS_DISPLAY = CONFIG + ["runs"] + QUALITY + ["acceptance_rate", "rougeL_change", "bleu_change"]
-TIMING_COLUMNS = CONFIG + ["runs", "tokens_per_second", "time_per_token", "total_time", "num_parameters", "speedup"]
+TIMING_COLUMNS = CONFIG + ["runs", "tokens_per_second", "decode_tokens_per_second", "time_per_token", "total_time",
+                            "num_parameters", "speedup", "decode_speedup"]
 
 # approach -> how its parameter is written in the tables
 PARAM_FORMATS = {
     "base": lambda p: "",
     "angular": lambda p: f"n={p.get('prune_n')}",
     "random": lambda p: f"p={p.get('dropout_threshold')},seed={p.get('prune_seed')}",
-    "lowrank": lambda p: f"r={p['compression_rank']}" if p.get("compression_rank") else f"rho={p.get('compression_ratio')}",
+    "lowrank": lambda p: (f"r={p['compression_rank']}" if p.get("compression_rank") else f"rho={p.get('compression_ratio')}")
+    + f",{p.get('lowrank_method', 'svd')}",
     "gated": lambda p: f"thr={p.get('skip_threshold')},compute={p.get('available_compute')}",
 }
 
@@ -120,6 +125,9 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     keys = table[BASE_KEY].apply(tuple, axis=1)
     base_tps = keys.map(lambda k: base["tokens_per_second"].get(k, math.nan) if k in base.index else math.nan)
     table["speedup"] = table["tokens_per_second"] / base_tps.astype(float)
+    if "decode_tokens_per_second" in table:
+        base_dec = keys.map(lambda k: base["decode_tokens_per_second"].get(k, math.nan) if k in base.index else math.nan)
+        table["decode_speedup"] = table["decode_tokens_per_second"] / base_dec.astype(float)
     for q in QUALITY:
         if q in table:
             base_q = keys.map(lambda k: base[q].get(k, math.nan) if k in base.index else math.nan)

@@ -2,7 +2,8 @@
 
 Compares: HF generate (greedy) vs our autoregressive; HF generate(assistant_early_exit=E) vs our
 self_speculative at the same E and d; our angular-pruned model (n layers) vs our base, against the ideal implied
-by the measured share of time spent in the removed layers; a mechanics check on a model whose layers >= E are
+by the measured share of time spent in the removed layers; low-rank (half the parameters of each cold matrix) and
+gated skipping (60% decode compute) vs base; a mechanics check on a model whose layers >= E are
 exact identities (every draft accepted) against the theoretical bound; and the fraction of the memory-bandwidth
 bound our decoding reaches. Ratios are the result; absolute numbers are context.
 
@@ -148,6 +149,14 @@ def main() -> None:
                     lambda: Calibration(calib, {"dataset": a.dataset, "split": spec.train_split}))
     removed = pm.apply()["removed_layers"]
     pruned = Decoder(pruned_model)
+    # low-rank at half the parameters of each cold matrix, and gated skipping at 60% decode compute
+    lowrank_model = copy.deepcopy(hf_model)
+    lowrank_report = PruneModel(lowrank_model, tok, PruneConfig("lowrank", compression_ratio=0.5)).apply()
+    lowrank = Decoder(lowrank_model)
+    gated_model = copy.deepcopy(hf_model)
+    gated_pm = PruneModel(gated_model, tok, PruneConfig("gated", skip_threshold=0.0, available_compute=0.6))
+    gated_pm.apply()
+    gated = Decoder(gated_model)
     # identity model: layers >= E add nothing (zeroed output projections), so every draft is accepted
     ident_model = copy.deepcopy(hf_model)
     with torch.no_grad():
@@ -162,6 +171,8 @@ def main() -> None:
         "ours_self_speculative": our_runner(base, self_speculative, T, exit_layer=E, num_speculations=d),
         "ours_early_exit": our_runner(base, autoregressive, T, exit_layer=E),
         "ours_pruned_autoregressive": our_runner(pruned, autoregressive, T),
+        "ours_lowrank_autoregressive": our_runner(lowrank, autoregressive, T),
+        "ours_gated_autoregressive": our_runner(gated, autoregressive, T),
         "identity_autoregressive": our_runner(ident, autoregressive, T),
         "identity_self_speculative": our_runner(ident, self_speculative, T, exit_layer=E, num_speculations=d),
         "identity_early_exit": our_runner(ident, autoregressive, T, exit_layer=E),
@@ -219,6 +230,11 @@ def main() -> None:
         f"angular pruned (n={a.prune_n}) / base": prune_speedup,
         "  ideal from removed-layer time share": ideal_prune,
         "  achieved fraction of ideal": prune_speedup / ideal_prune,
+        "lowrank (rho=0.5) / base": tps["ours_lowrank_autoregressive"] / tps["ours_autoregressive"],
+        "  targeted matrices: kept parameter fraction": lowrank_report["targeted_params_after"]
+        / lowrank_report["targeted_params_before"],
+        "gated (compute=0.6) / base": tps["ours_gated_autoregressive"] / tps["ours_autoregressive"],
+        "  decode layer calls executed (fraction)": 1 - gated_pm.get_metrics()["decode_skip_ratio"],
         "identity model: self_speculative / autoregressive": ident_speedup,
         "  theoretical bound (d+1)t_full/(d t_draft + t_full)": bound,
         "  achieved fraction of bound": ident_speedup / bound,

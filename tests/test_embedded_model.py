@@ -57,3 +57,25 @@ def test_engine_matches_hf_generate_and_unoptimized_engine_on_embedded_model(emb
         a = autoregressive(plain, prompt, 16, TokenChooser(SamplingConfig()), StopCondition())
         b = autoregressive(fast, prompt, 16, TokenChooser(SamplingConfig()), StopCondition())
         assert a.token_ids == b.token_ids
+
+
+def test_greedy_self_speculative_equals_autoregressive_after_angular_pruning(embedded):
+    import copy
+
+    from pruned_model import Calibration, PruneConfig, PruneModel
+    model = copy.deepcopy(embedded.model)
+    _, train = data.load_split("aclsum_summarization", "train", data.DatasetOptions())
+    calib = [embedded.tokenizer(s.input)["input_ids"][:128] for s in train[:8]]
+    pm = PruneModel(model, embedded.tokenizer, PruneConfig("angular", prune_n=6),
+                    lambda: Calibration(calib, {"dataset": "aclsum_summarization", "split": "train"}))
+    report = pm.apply()
+    assert len(model.model.layers) == 24 and len(report["removed_layers"]) == 6
+    dec = Decoder(model)
+    exit_layer = pm.map_exit_layer(20)
+    stop = StopCondition({embedded.tokenizer.eos_token_id})
+    for prompt_ids in _aclsum_prompts(embedded.tokenizer, 2):
+        prompt = torch.tensor([prompt_ids])
+        ar = autoregressive(dec, prompt, 16, TokenChooser(SamplingConfig()), stop)
+        ss = self_speculative(dec, prompt, 16, TokenChooser(SamplingConfig()), stop, exit_layer=exit_layer,
+                              num_speculations=4)
+        assert ss.token_ids == ar.token_ids
