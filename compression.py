@@ -232,7 +232,8 @@ class GatedLayer(nn.Module):
             out = self.layer(hidden_states, *args, **kwargs)
             gate.tuple_outputs = isinstance(out, tuple)
             h = out[0] if gate.tuple_outputs else out
-            cos = torch.nn.functional.cosine_similarity(hidden_states[:, -1].float(), h[:, -1].float(), dim=-1)
+            cos = torch.nn.functional.cosine_similarity(hidden_states[:, -1].detach().float(), h[:, -1].detach().float(),
+                                                        dim=-1)
             gate.temperatures[i] = float((torch.arccos(cos.clamp(-1, 1)) / math.pi).mean())
             if i == gate.num_layers - 1:
                 gate.decide()
