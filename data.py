@@ -2,11 +2,15 @@
 n-shot examples and chat formatting are applied by `build_prompt`, the same way for every dataset."""
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import importlib.util
 import json
+import logging
 import os
 import random
+import socket
 from dataclasses import dataclass
 from typing import Callable
 
@@ -89,14 +93,33 @@ def _custom_jsonl(split: str, opts: DatasetOptions) -> list[Sample]:
     return samples
 
 
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """A DNS + TCP check of the hub endpoint, so an offline machine fails at once instead of after retries."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _hub(path: str, name: str | None, to_sample: Callable[[int, dict], Sample]):
     def load(split: str, opts: DatasetOptions) -> list[Sample]:
+        unavailable = f"dataset {path} cannot be loaded ({{}}); offline datasets: {', '.join(OFFLINE_DATASETS)}"
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+        if not offline and not _hub_reachable():
+            raise UsageError(unavailable.format("the Hugging Face hub is not reachable"))
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
         try:
             import datasets
-            ds = datasets.load_dataset(path, name, split=split)
+            with contextlib.redirect_stderr(io.StringIO()):
+                ds = datasets.load_dataset(path, name, split=split)
         except Exception as exc:  # any failure to reach or read the hub is the same problem for the user
             reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            raise UsageError(f"dataset {path} cannot be loaded ({reason}); offline datasets: {', '.join(OFFLINE_DATASETS)}") from exc
+            raise UsageError(unavailable.format(reason)) from exc
         return [to_sample(i, row) for i, row in enumerate(ds)]
     return load
 
