@@ -107,3 +107,54 @@ def test_execute_code_reports_pass_at_1(tmp_path, tiny_model_dir, capsys):
     records = _records(tmp_path, doc)
     assert all("passed" in r and "execution_result" in r for r in records)
     assert doc["metrics"]["pass@1"] == sum(r["passed"] for r in records) / 2
+
+
+def test_ctrl_c_writes_what_finished_as_incomplete(tmp_path, tiny_model_dir):
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, "benchmark.py", "--model", tiny_model_dir, "--num_samples", "10",
+                             "--max_steps", "300", "--output_dir", str(out)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        files = glob.glob(str(out / "*_samples.jsonl"))
+        if files and sum(1 for _ in open(files[0])) >= 2:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    _, doc = _doc(out)
+    records = _records(out, doc)
+    assert doc["complete"] is False
+    assert 2 <= doc["metrics"]["num_samples"] == len(records) < 10
+    assert doc["metrics"]["num_tokens"] == sum(r["num_tokens"] for r in records)
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2_dir(tmp_path_factory, embedded):
+    """GPT-2 with only 64 positions: a longer prompt makes its rank fail (position embedding out of range)."""
+    from conftest import tiny_gpt2
+    path = tmp_path_factory.mktemp("tiny_gpt2")
+    model = tiny_gpt2(num_layers=2, vocab=len(embedded.tokenizer))
+    model.config.n_positions = 64
+    model.transformer.wpe = type(model.transformer.wpe)(64, model.config.n_embd)
+    model.save_pretrained(path)
+    embedded.tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_a_failing_rank_fails_the_run_and_is_named(tmp_path, tiny_gpt2_dir):
+    rows = [{"prompt": "short prompt", "response": "x"}, {"prompt": "long " * 200, "response": "y"},
+            {"prompt": "short again", "response": "z"}, {"prompt": "fine", "response": "w"}]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    proc = subprocess.run(["torchrun", "--nproc_per_node", "2", "benchmark.py", "--model", tiny_gpt2_dir,
+                           "--dataset", "custom_jsonl", "--data_path", str(path), "--random_shuffle", "False",
+                           "--num_samples", "4", "--max_steps", "4", "--chat_template", "off", "--warmup", "False",
+                           "--output_dir", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=ENV)
+    assert proc.returncode != 0
+    assert "error: rank 1 failed: IndexError" in proc.stderr
+    _, doc = _doc(tmp_path / "out")
+    assert doc["complete"] is False
+    assert [r["sample_id"] for r in _records(tmp_path / "out", doc)] == ["0", "2"]  # rank 0's samples survive
