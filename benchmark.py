@@ -71,6 +71,9 @@ def validate_combinations(b: arguments.BenchmarkArguments, d: arguments.DatasetA
         raise UsageError(f"--execution_timeout must be > 0, got {b.execution_timeout}")
     if b.device_map and info.enabled:
         raise UsageError("--device_map shards one model over the GPUs of a single process; do not combine with torchrun")
+    if p.save_pruned_model and p.prune_method in ("lowrank", "gated"):
+        raise UsageError(f"--save_pruned_model writes standard HF checkpoints, which cannot describe "
+                         f"--prune_method {p.prune_method} modules; it supports base, angular and random")
     if p.save_pruned_model and os.path.isfile(p.save_pruned_model):
         raise UsageError(f"--save_pruned_model {p.save_pruned_model}: is a file")
 

@@ -159,12 +159,7 @@ def autoregressive(decoder: Decoder, prompt: torch.Tensor, max_steps: int, choos
     end = exit_layer if exit_layer > 0 else decoder.num_layers
     clock = _Clock(decoder.device)
     t0 = clock.now()
-    cache = decoder.new_cache(prompt.shape[1] + max_steps + 1)
-    tokens = _Tokens(prompt, prompt.shape[1] + max_steps + 1)
-    hidden = decoder.run(cache, 0, 0, end, input_ids=prompt)
-    token, _ = chooser.pick(tokens.prefix() if chooser.needs_prefix else None,
-                            decoder.logits(hidden[:, -1])[0])
-    tokens.commit([token])
+    cache, tokens, token = _prefill(decoder, prompt, prompt.shape[1] + max_steps + 1, end, chooser)
     ttft = clock.now() - t0
     generated = [token]
     while len(generated) < max_steps and stop.first_stop(generated, len(generated) - 1) is None:
@@ -175,6 +170,17 @@ def autoregressive(decoder: Decoder, prompt: torch.Tensor, max_steps: int, choos
         generated.append(token)
     out, stopped = _finish(generated, max_steps, stop)
     return GenerationResult(out, ttft, clock.now() - t0, stopped=stopped)
+
+
+def _prefill(decoder: Decoder, prompt: torch.Tensor, capacity: int, end: int,
+             chooser: TokenChooser) -> tuple[KVCache, _Tokens, int]:
+    """Run layers [0, end) over the prompt into a fresh cache and choose the first token."""
+    cache = decoder.new_cache(capacity)
+    tokens = _Tokens(prompt, capacity)
+    hidden = decoder.run(cache, 0, 0, end, input_ids=prompt)
+    token, _ = chooser.pick(tokens.prefix() if chooser.needs_prefix else None, decoder.logits(hidden[:, -1])[0])
+    tokens.commit([token])
+    return cache, tokens, token
 
 
 @torch.inference_mode()
@@ -190,13 +196,7 @@ def self_speculative(decoder: Decoder, prompt: torch.Tensor, max_steps: int, cho
     E, L, d = exit_layer, decoder.num_layers, num_speculations
     clock = _Clock(decoder.device)
     t0 = clock.now()
-    capacity = prompt.shape[1] + max_steps + d + 2
-    cache = decoder.new_cache(capacity)
-    tokens = _Tokens(prompt, capacity)
-    hidden = decoder.run(cache, 0, 0, L, input_ids=prompt)
-    token, _ = chooser.pick(tokens.prefix() if chooser.needs_prefix else None,
-                            decoder.logits(hidden[:, -1])[0])
-    tokens.commit([token])
+    cache, tokens, token = _prefill(decoder, prompt, prompt.shape[1] + max_steps + d + 2, L, chooser)
     ttft = clock.now() - t0
     generated = [token]
     drafted = accepted = 0

@@ -64,6 +64,7 @@ CASES = [
     (["--execute_code", "True"], "--execute_code"),
     (["--execution_timeout", "0", "--dataset", "human_eval"], "--execution_timeout"),
     (["--resume", "/nonexistent/run.json"], "--resume"),
+    (["--prune_method", "lowrank", "--compression_rank", "4", "--save_pruned_model", "/tmp/x"], "--save_pruned_model"),
 ]
 
 
