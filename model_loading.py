@@ -67,8 +67,10 @@ def load_model(model: str | None, dtype: str = "auto", device: str = "auto",
         name = EMBEDDED_NAME
     else:
         source, tok_kwargs, name = model, {}, model
-        if os.path.sep in model and not os.path.isdir(model):
+        looks_local = model.startswith(("/", ".", "~")) or os.path.exists(model)
+        if looks_local and not os.path.isdir(os.path.expanduser(model)):
             raise ModelLoadError(f"--model {model}: no such directory")
+        source = os.path.expanduser(model) if looks_local else model
     if device_map:
         kwargs["device_map"] = device_map
     try:

@@ -25,6 +25,7 @@ CASES = [
     (["--dataset", "custom_jsonl"], "--data_path"),
     (["--dataset", "custom_jsonl", "--data_path", "/nonexistent/file.jsonl"], "--data_path"),
     (["--model", "/nonexistent/model_dir"], "--model"),
+    (["--model", "some-org/model-not-in-any-cache"], "--model some-org/model-not-in-any-cache: cannot load"),
     (["--num_samples", "0"], "--num_samples"),
     (["--num_samples", "101"], "--num_samples"),
     (["--num_samples", "-3"], "--num_samples"),
