@@ -107,8 +107,9 @@ class PruneModel:
         if self.config.method not in PRUNE_METHODS:
             raise UsageError(f"--prune_method {self.config.method!r} unknown; choose from {', '.join(PRUNE_METHODS)}")
         PRUNE_METHODS[self.config.method](self)
+        kept = set(self.kept_layers)
         self.report.update({
-            "removed_layers": [i for i in range(self.num_layers_original) if i not in set(self.kept_layers)],
+            "removed_layers": [i for i in range(self.num_layers_original) if i not in kept],
             "kept_layers": list(self.kept_layers),
             "num_layers_before": self.num_layers_original,
             "num_layers_after": self.num_layers,
