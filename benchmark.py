@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import resource
+import signal
 import sys
 import time
 
@@ -374,4 +375,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # a process started in the background by a non-interactive shell inherits "ignore SIGINT"; Ctrl-C (or a
+    # scheduler's SIGINT) must still stop the run and write what finished
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main())
