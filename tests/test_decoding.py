@@ -157,3 +157,25 @@ def test_column_major_weights_keep_greedy_outputs(arch):
         c = self_speculative(fast, prompt, 30, TokenChooser(SamplingConfig()), StopCondition(), exit_layer=2,
                              num_speculations=3)
         assert a.token_ids == b.token_ids == c.token_ids
+
+
+class _LetterTokenizer:
+    """Token i decodes to the i-th lowercase letter (mod 26): enough to exercise stop words."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(ord("a") + i % 26) for i in ids)
+
+
+def test_stop_words_end_both_strategies_at_the_same_token():
+    model = tiny_llama()
+    dec = Decoder(model)
+    tok = _LetterTokenizer()
+    free = autoregressive(dec, _prompt(), 30, TokenChooser(SamplingConfig()), StopCondition()).token_ids
+    text = tok.decode(free)
+    word = text[12:14]
+    first = text.find(word)
+    stop = StopCondition(set(), [word], tok)
+    ar = autoregressive(dec, _prompt(), 30, TokenChooser(SamplingConfig()), stop)
+    ss = self_speculative(dec, _prompt(), 30, TokenChooser(SamplingConfig()), stop, exit_layer=2, num_speculations=4)
+    assert ar.token_ids == ss.token_ids == free[: first + len(word)]
+    assert ar.stopped and stop.cut_text(tok.decode(ar.token_ids)) == text[:first]
