@@ -13,6 +13,7 @@ and stays skipped for the whole sequence, so the cache stays consistent.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 
@@ -214,9 +215,15 @@ class Gate:
 class GatedLayer(nn.Module):
     """Wraps one decoder layer; runs it or passes the residual stream through, as the gate decides."""
 
-    def __init__(self, layer: nn.Module, index: int, gate: Gate) -> None:
+    def __init__(self, layer: nn.Module, index: int, gate: Gate, attention: nn.Module) -> None:
         super().__init__()
         self.layer, self.index, self.gate = layer, index, gate
+        # the KV-cache slot of this layer, read at call time (a plain function, so the attention module is not
+        # registered twice in the state dict)
+        self.cache_index = lambda: attention.layer_idx
+        params = list(inspect.signature(layer.forward).parameters)
+        # some layers (GPT-2) receive the cache positionally; args exclude hidden_states
+        self._cache_arg = params.index("past_key_values") - 1 if "past_key_values" in params else None
         # the attention module keeps its layer_idx; expose the wrapped layer's attributes HF code may read
         if hasattr(layer, "attention_type"):
             self.attention_type = layer.attention_type
@@ -225,7 +232,9 @@ class GatedLayer(nn.Module):
         gate, i = self.gate, self.index
         tokens = hidden_states.shape[1]
         cache = kwargs.get("past_key_values")
-        prefill = tokens > 1 or cache is None or cache.get_seq_length(self.layer_index()) == 0
+        if cache is None and self._cache_arg is not None and len(args) > self._cache_arg:
+            cache = args[self._cache_arg]
+        prefill = tokens > 1 or cache is None or cache.get_seq_length(self.cache_index()) == 0
         if prefill and (gate.per_sequence or gate.temperatures[i] is None):
             if i == 0:
                 gate.seq_decode_executed = gate.seq_decode_skipped = 0
@@ -253,10 +262,3 @@ class GatedLayer(nn.Module):
             gate.decode_executed += 1
             gate.seq_decode_executed += 1
         return self.layer(hidden_states, *args, **kwargs)
-
-    def layer_index(self) -> int:
-        for name in ("self_attn", "attn"):
-            attn = getattr(self.layer, name, None)
-            if attn is not None and hasattr(attn, "layer_idx"):
-                return attn.layer_idx
-        return self.index

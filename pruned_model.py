@@ -184,7 +184,7 @@ class PruneModel:
             self.gate = Gate(self.num_layers, set(self.hot_path()), threshold, compute, per_sequence)
             layers = self.adapter.layers(self.model)
             self.adapter.set_layers(self.model, nn.ModuleList(
-                GatedLayer(layer, i, self.gate) for i, layer in enumerate(layers)))
+                GatedLayer(layer, i, self.gate, self.adapter.attention(layer)) for i, layer in enumerate(layers)))
         self.gate.threshold, self.gate.compute, self.gate.per_sequence = threshold, compute, per_sequence
         self._base_threshold = threshold
         if calibration_input_ids is not None:

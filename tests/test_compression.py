@@ -204,3 +204,13 @@ def test_bad_values():
         PruneModel(tiny_llama(), None, PruneConfig("gated", skip_threshold=1.5)).apply()
     with pytest.raises(UsageError, match="available_compute"):
         PruneModel(tiny_llama(), None, PruneConfig("gated", available_compute=0)).apply()
+
+
+@pytest.mark.parametrize("factory", [tiny_llama, tiny_gpt2])
+def test_gating_also_skips_inside_hf_generate(factory):
+    model = factory(num_layers=6)
+    pm = PruneModel(model, None, PruneConfig("gated", skip_threshold=1.0))
+    pm.apply()
+    pm.start_counting()
+    model.generate(_prompt(), max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert pm.layer_call_counts() == [6, 6, 1, 1, 1, 6]  # cold layers only run in the prefill
