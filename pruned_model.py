@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from errors import UsageError
 from decoding import causal_mask
@@ -275,7 +277,7 @@ class PruneModel:
 # ---- angular distance ---------------------------------------------------------------------------------------
 
 @torch.inference_mode()
-def last_token_states(model: nn.Module, batches: list[list[list[int]]]) -> torch.Tensor:
+def last_token_states(model: nn.Module, batches: list[list[list[int]]], progress: bool = False) -> torch.Tensor:
     """Hidden state entering each decoder layer plus the last layer's output (before the final norm), at each
     sample's last real token, in float32: shape (num_layers + 1, num_samples, hidden).
 
@@ -285,7 +287,7 @@ def last_token_states(model: nn.Module, batches: list[list[list[int]]]) -> torch
     device = next(model.parameters()).device
     pad = 0
     states = []
-    for batch in batches:
+    for batch in tqdm(batches, desc="calibration", unit="batch", leave=False, file=sys.stderr, disable=not progress):
         lengths = torch.tensor([len(ids) for ids in batch], device=device)
         width = int(lengths.max())
         ids = torch.full((len(batch), width), pad, dtype=torch.long, device=device)
@@ -337,7 +339,7 @@ def _angular(pm: PruneModel) -> None:
         return
     t0 = time.perf_counter()
     batches, info = _calibration_batches(pm)
-    states = last_token_states(pm.model, batches)
+    states = last_token_states(pm.model, batches, progress=True)
     distances = angular_distances(states, n)
     best = min(range(len(distances)), key=distances.__getitem__)
     info["seconds"] = time.perf_counter() - t0
