@@ -28,7 +28,7 @@ def _records(out_dir, doc):
 def test_torchrun_two_ranks_equal_single_process(tmp_path, tiny_model_dir):
     args = ["--model", tiny_model_dir, "--num_samples", "5", "--max_steps", "12"]
     assert benchmark.main(args + ["--output_dir", str(tmp_path / "single")]) == 0
-    proc = subprocess.run(["torchrun", "--nproc_per_node", "2", "benchmark.py", *args,
+    proc = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", "benchmark.py", *args,
                            "--output_dir", str(tmp_path / "ddp")], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -148,7 +148,7 @@ def test_a_failing_rank_fails_the_run_and_is_named(tmp_path, tiny_gpt2_dir):
             {"prompt": "short again", "response": "z"}, {"prompt": "fine", "response": "w"}]
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
-    proc = subprocess.run(["torchrun", "--nproc_per_node", "2", "benchmark.py", "--model", tiny_gpt2_dir,
+    proc = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", "benchmark.py", "--model", tiny_gpt2_dir,
                            "--dataset", "custom_jsonl", "--data_path", str(path), "--random_shuffle", "False",
                            "--num_samples", "4", "--max_steps", "4", "--chat_template", "off", "--warmup", "False",
                            "--output_dir", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True,
