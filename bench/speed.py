@@ -99,13 +99,13 @@ class LayerTimer:
             h.remove()
 
 
-def measure_bandwidth(device, dtype, reps=20) -> float:
-    """Best matrix-vector read bandwidth (GB/s) over both weight layouts, on ~200 MB of matrices."""
+def measure_bandwidth(device, dtype, reps=20) -> dict[str, float]:
+    """Matrix-vector read bandwidth (GB/s) for each weight layout, on ~200 MB of matrices."""
     mats = [torch.randn(4096, 1024, device=device, dtype=dtype) for _ in range(48 if dtype == torch.float32 else 96)]
     x = torch.randn(1, 1024, device=device, dtype=dtype)
     nbytes = sum(m.numel() * m.element_size() for m in mats)
-    best = 0.0
-    for layout in (mats, [m.t().contiguous().t() for m in mats]):
+    out = {}
+    for name, layout in (("row_major", mats), ("column_major", [m.t().contiguous().t() for m in mats])):
         for _ in range(3):
             [torch.nn.functional.linear(x, m) for m in layout]
         sync(device)
@@ -113,9 +113,9 @@ def measure_bandwidth(device, dtype, reps=20) -> float:
         for _ in range(reps):
             [torch.nn.functional.linear(x, m) for m in layout]
         sync(device)
-        best = max(best, nbytes * reps / (time.perf_counter() - t0) / 1e9)
+        out[name] = nbytes * reps / (time.perf_counter() - t0) / 1e9
         del layout
-    return best
+    return out
 
 
 def weight_bytes_per_token(model: nn.Module) -> int:
@@ -216,7 +216,8 @@ def main() -> None:
     tps = {n: s["tokens"] / s["seconds"] for n, s in stats.items()}
     dtpt = {n: s["decode_seconds"] / (s["tokens"] - len(prompts) * a.rounds)
             for n, s in stats.items() if s["decode_seconds"]}
-    bw = measure_bandwidth(device, base.dtype)
+    bandwidth = measure_bandwidth(device, base.dtype)
+    bw = max(bandwidth.values())
     wbytes = weight_bytes_per_token(base.model)
     t_full, t_draft = dtpt["identity_autoregressive"], dtpt["identity_early_exit"]
     bound = (d + 1) * t_full / (d * t_draft + t_full)
@@ -260,7 +261,8 @@ def main() -> None:
     print(tabulate([[k, v] for k, v in checks.items()], ["check", "ok"], tablefmt="github"))
     print(f"\ncontext: {loaded.name}, {L} layers, E={E}, d={d}, {len(prompts)} prompts x {a.rounds} rounds, "
           f"{T} tokens each, removed layers {removed} ({removed_share:.1%} of generation time), "
-          f"matrix-vector bandwidth {bw:.1f} GB/s, {wbytes / 1e6:.0f} MB of weights read per token, "
+          f"matrix-vector bandwidth {bw:.1f} GB/s (row-major weights {bandwidth['row_major']:.1f}, column-major "
+          f"{bandwidth['column_major']:.1f}), {wbytes / 1e6:.0f} MB of weights read per token, "
           f"device {device}, dtype {base.dtype}")
     os.makedirs(a.out, exist_ok=True)
     path = os.path.join(a.out, f"speed_{datetime.datetime.now():%Y%m%d_%H%M%S}.json")
@@ -268,7 +270,7 @@ def main() -> None:
         json.dump({"args": vars(a), "environment": environment(device, 1), "model": loaded.name,
                    "stats": stats, "tokens_per_second": tps, "decode_time_per_token": dtpt, "ratios": ratios,
                    "checks": checks, "removed_layers": removed, "removed_time_share": removed_share,
-                   "bandwidth_gb_s": bw, "weight_bytes_per_token": wbytes}, f, indent=1)
+                   "bandwidth_gb_s": bandwidth, "weight_bytes_per_token": wbytes}, f, indent=1)
     print(f"wrote {path}")
 
 
