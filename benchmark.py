@@ -28,7 +28,7 @@ from errors import UsageError  # noqa: E402
 from metrics import BLEU_SETTINGS, ROUGE_SETTINGS, corpus_metrics, sample_metrics  # noqa: E402
 from model_adapter import UnsupportedModelError  # noqa: E402
 from model_loading import ModelLoadError, load_model  # noqa: E402
-from pruned_model import PRUNE_METHODS, Calibration, PruneConfig, PruneModel  # noqa: E402
+from pruned_model import Calibration, PruneConfig, PruneModel, validate_config  # noqa: E402
 from run_log import (SCHEMA_VERSION, RunLog, environment, new_run_id, prepare_output_dir,  # noqa: E402
                      write_samples_atomic)
 from sampling import SamplingConfig, StopCondition, TokenChooser  # noqa: E402
@@ -36,27 +36,15 @@ from sampling import SamplingConfig, StopCondition, TokenChooser  # noqa: E402
 CALIBRATION_FALLBACK = "aclsum_summarization"
 
 
-def validate_prune(p: arguments.PruneArguments) -> None:
-    if p.prune_method not in PRUNE_METHODS:
-        raise UsageError(f"--prune_method {p.prune_method!r} unknown; choose from {', '.join(PRUNE_METHODS)}")
-    if p.prune_method == "angular" and (p.prune_n is None or p.prune_n < 1):
-        raise UsageError(f"--prune_n must be >= 1 for --prune_method angular, got {p.prune_n}")
-    if p.prune_method == "random" and (p.dropout_threshold is None or not 0 <= p.dropout_threshold < 1):
-        raise UsageError(f"--dropout_threshold must be in [0, 1) for --prune_method random, got {p.dropout_threshold}")
-    if p.compression_rank is not None and p.compression_rank < 1:
-        raise UsageError(f"--compression_rank must be >= 1, got {p.compression_rank}")
-    if p.compression_ratio is not None and not 0 < p.compression_ratio <= 1:
-        raise UsageError(f"--compression_ratio must be in (0, 1], got {p.compression_ratio}")
-    if p.prune_method == "lowrank" and p.compression_rank is None and p.compression_ratio is None:
-        raise UsageError("--prune_method lowrank needs --compression_rank or --compression_ratio")
-    if not 0 <= p.skip_threshold <= 1:
-        raise UsageError(f"--skip_threshold must be in [0, 1], got {p.skip_threshold}")
-    if not 0 < p.available_compute <= 1:
-        raise UsageError(f"--available_compute must be in (0, 1], got {p.available_compute}")
-    if p.calibration_samples < 1 or p.calibration_max_length < 2:
-        raise UsageError("--calibration_samples must be >= 1 and --calibration_max_length >= 2")
+def prune_config(p: arguments.PruneArguments, seed: int) -> PruneConfig:
+    """The PruneModel configuration from the flags, checked before any model is loaded."""
+    cfg = PruneConfig(p.prune_method, p.prune_n, p.dropout_threshold, p.prune_seed if p.prune_seed is not None else seed,
+                      p.protected_layers or [], p.calibration_samples, p.calibration_max_length, 8, p.compression_rank,
+                      p.compression_ratio, p.lowrank_method, p.hot_path, p.skip_threshold, p.available_compute)
+    validate_config(cfg)
     if p.calibration_dataset is not None:
         data.get_spec(p.calibration_dataset)
+    return cfg
 
 
 def validate_combinations(b: arguments.BenchmarkArguments, d: arguments.DatasetArguments,
@@ -148,7 +136,7 @@ def run(argv: list[str] | None, info: distributed.DistInfo) -> int:
     b, d, g, p = arguments.parse_args(argv)
     arguments.validate_generation(g, STRATEGIES)
     arguments.validate_dataset(d)
-    validate_prune(p)
+    prune_cfg = prune_config(p, b.seed)
     validate_combinations(b, d, g, p, info)
     all_args = {**dataclasses.asdict(b), **dataclasses.asdict(d), **dataclasses.asdict(g), **dataclasses.asdict(p)}
     resumed = resume_mod.load(b.resume, all_args) if b.resume else None
@@ -170,10 +158,6 @@ def run(argv: list[str] | None, info: distributed.DistInfo) -> int:
     model, tokenizer = loaded.model, loaded.tokenizer
     use_chat = data.use_chat_template(tokenizer, d.chat_template)
 
-    prune_cfg = PruneConfig(p.prune_method, p.prune_n, p.dropout_threshold,
-                            p.prune_seed if p.prune_seed is not None else b.seed, p.protected_layers or [],
-                            p.calibration_samples, p.calibration_max_length, 8, p.compression_rank,
-                            p.compression_ratio, p.lowrank_method, p.hot_path, p.skip_threshold, p.available_compute)
     pruner = PruneModel(model, tokenizer, prune_cfg, calibration_loader(
         p, d, opts, template, tokenizer, split, {s.sample_id for s in samples}, b.seed))
     arguments.validate_exit_layer(g, pruner.num_layers_original)

@@ -106,8 +106,7 @@ class PruneModel:
         """Apply the configured method; with `decision` (from another rank's `decision()`), reuse its calibration
         result instead of calibrating again."""
         self._decision = decision or {}
-        if self.config.method not in PRUNE_METHODS:
-            raise UsageError(f"--prune_method {self.config.method!r} unknown; choose from {', '.join(PRUNE_METHODS)}")
+        validate_config(self.config)
         PRUNE_METHODS[self.config.method](self)
         kept = set(self.kept_layers)
         self.report.update({
@@ -144,14 +143,7 @@ class PruneModel:
         rank = rank if rank is not None else (None if ratio is not None else self.config.compression_rank)
         ratio = ratio if ratio is not None else self.config.compression_ratio
         method = method or self.config.lowrank_method
-        if rank is None and ratio is None:
-            raise UsageError("--prune_method lowrank needs --compression_rank or --compression_ratio")
-        if rank is not None and rank < 1:
-            raise UsageError(f"--compression_rank must be >= 1, got {rank}")
-        if ratio is not None and not 0 < ratio <= 1:
-            raise UsageError(f"--compression_ratio must be in (0, 1], got {ratio}")
-        if method not in ("svd", "asvd"):
-            raise UsageError(f"--lowrank_method must be svd or asvd, got {method!r}")
+        _check_lowrank_values(rank, ratio, method)
         if self.compressor is None:
             self.compressor = LowRankCompressor(self._inner_layers(), self.adapter, set(self.hot_path()))
         info = {}
@@ -353,8 +345,6 @@ def _angular(pm: PruneModel) -> None:
 
 def _random(pm: PruneModel) -> None:
     p = pm.config.dropout_threshold
-    if p is None or not 0 <= p < 1:
-        raise UsageError(f"--dropout_threshold must be in [0, 1), got {p}")
     protected = set(pm.config.protected_layers or [])
     bad = sorted(i for i in protected if not 0 <= i < pm.num_layers_original)
     if bad:
@@ -368,6 +358,33 @@ def _random(pm: PruneModel) -> None:
     pm.report.update({"dropout_threshold": p, "prune_seed": pm.config.prune_seed,
                       "protected_layers": sorted(protected),
                       "realized_fraction": len(drop) / pm.num_layers_original})
+
+
+def validate_config(cfg: PruneConfig) -> None:
+    """Checks that need no model (the CLI runs them before loading one); depth-dependent checks happen in
+    the methods."""
+    if cfg.method not in PRUNE_METHODS:
+        raise UsageError(f"--prune_method {cfg.method!r} unknown; choose from {', '.join(PRUNE_METHODS)}")
+    if cfg.method == "angular" and (cfg.prune_n is None or cfg.prune_n < 1):
+        raise UsageError(f"--prune_n must be >= 1 for --prune_method angular, got {cfg.prune_n}")
+    if cfg.method == "random" and (cfg.dropout_threshold is None or not 0 <= cfg.dropout_threshold < 1):
+        raise UsageError(f"--dropout_threshold must be in [0, 1) for --prune_method random, got {cfg.dropout_threshold}")
+    if cfg.method == "lowrank" or cfg.compression_rank is not None or cfg.compression_ratio is not None:
+        _check_lowrank_values(cfg.compression_rank, cfg.compression_ratio, cfg.lowrank_method)
+    _check_gate_values(cfg.skip_threshold, cfg.available_compute)
+    if cfg.calibration_samples < 1 or cfg.calibration_max_length < 2:
+        raise UsageError("--calibration_samples must be >= 1 and --calibration_max_length >= 2")
+
+
+def _check_lowrank_values(rank: int | None, ratio: float | None, method: str) -> None:
+    if rank is None and ratio is None:
+        raise UsageError("--prune_method lowrank needs --compression_rank or --compression_ratio")
+    if rank is not None and rank < 1:
+        raise UsageError(f"--compression_rank must be >= 1, got {rank}")
+    if ratio is not None and not 0 < ratio <= 1:
+        raise UsageError(f"--compression_ratio must be in (0, 1], got {ratio}")
+    if method not in ("svd", "asvd"):
+        raise UsageError(f"--lowrank_method must be svd or asvd, got {method!r}")
 
 
 def _check_gate_values(threshold: float, compute: float) -> None:

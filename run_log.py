@@ -27,14 +27,18 @@ def prepare_output_dir(path: str) -> None:
         raise UsageError(f"--output_dir {path}: not writable")
 
 
-def write_json_atomic(path: str, doc: dict) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".json")
+def _write_atomic(path: str, text: str) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename: readers see the old or the new file."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp_")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str, doc: dict) -> None:
+    _write_atomic(path, json.dumps(doc, indent=1))
 
 
 def git_commit() -> str | None:
@@ -93,14 +97,7 @@ class RunLog:
 
 
 def write_samples_atomic(path: str, records: list[dict]) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".jsonl")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def read_samples(path: str) -> list[dict]:
