@@ -202,7 +202,9 @@ def self_speculative(decoder: Decoder, prompt: torch.Tensor, max_steps: int, cho
     generated = [token]
     drafted = accepted = 0
     eos = stop.stop_token_ids
-    while len(generated) < max_steps and stop.first_stop(generated, len(generated) - 1) is None:
+    checked = 0  # generated[:checked] holds no stop token
+    while len(generated) < max_steps and stop.first_stop(generated, checked) is None:
+        checked = len(generated)
         pos = tokens.n - 1  # position of `token`, which no layer has processed yet
         k = min(d, max_steps - len(generated))
         drafts: list[int] = []

@@ -179,3 +179,21 @@ def test_stop_words_end_both_strategies_at_the_same_token():
     ss = self_speculative(dec, _prompt(), 30, TokenChooser(SamplingConfig()), stop, exit_layer=2, num_speculations=4)
     assert ar.token_ids == ss.token_ids == free[: first + len(word)]
     assert ar.stopped and stop.cut_text(tok.decode(ar.token_ids)) == text[:first]
+
+
+def test_self_speculative_stops_drafting_once_an_accepted_draft_is_a_stop_token():
+    """An EOS accepted in the middle of a round must end generation; rounds after it would be wasted, timed work."""
+    model = tiny_llama(num_layers=6)
+    with torch.no_grad():  # layers >= 3 are identities, so every draft is accepted
+        for layer in model.model.layers[3:]:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+    dec = Decoder(model)
+    free = autoregressive(dec, _prompt(), 30, TokenChooser(SamplingConfig()), StopCondition()).token_ids
+    stop_tok = free[4]  # drafted as the 4th token of the first round; the round's bonus token comes after it
+    first = free.index(stop_tok)
+    assert first == 4 and free[5] != stop_tok
+    out = self_speculative(dec, _prompt(), 30, TokenChooser(SamplingConfig()), StopCondition({stop_tok}),
+                           exit_layer=3, num_speculations=4)
+    assert out.token_ids == free[: first + 1] and out.stopped
+    assert out.num_drafted <= first + 4  # one round past the first token at most
