@@ -218,7 +218,7 @@ def run(argv: list[str] | None, info: distributed.DistInfo) -> int:
         "generation": {"strategy": g.generation_strategy, "exit_layer": exit_layer,
                        "num_speculations": g.num_speculations if g.generation_strategy == "self_speculative" else None,
                        "mode": _mode(g), "max_steps": g.max_steps, "sample": g.sample,
-                       "weight_layout": decoder.weight_layout, "stop_token_ids": sorted(stop_ids)},
+                       "linear_kernel": decoder.linear_kernel, "stop_token_ids": sorted(stop_ids)},
         "metric_settings": {"rouge": ROUGE_SETTINGS, "bleu": BLEU_SETTINGS,
                             "exact_match": "normalized (lowercase, punctuation->space, whitespace collapsed) equality",
                             "edit_distance": "character Levenshtein distance (rapidfuzz)"},

@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from fast_linear import few_row_kernel_applies, use_few_row_linears
 from kv_cache import KVCache
 from model_adapter import get_adapter
 from sampling import StopCondition, TokenChooser
@@ -26,23 +27,11 @@ class GenerationResult:
     stopped: bool = False  # True when an EOS / stop word ended generation before max_steps
 
 
-def use_column_major_weights(model: nn.Module) -> None:
-    """Store every nn.Linear weight column-major (same values and shape, transposed strides).
-
-    On CPU, MKL's matrix-vector product reads an (in, out) contiguous matrix faster than the usual (out, in)
-    layout (1.2-2.2x for SmolLM2's shapes on the 2-core development machine; bench/speed.py prints both
-    bandwidths), and decoding is bound by exactly that product."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.Linear) and module.weight.stride(-1) == 1:
-                module.weight.data = module.weight.data.t().contiguous().t()
-
-
 class Decoder:
     """Runs a contiguous range of decoder layers over a KV cache, plus the final norm and LM head.
 
-    With `optimize=True` (default) and a CPU model, linear weights are re-laid out column-major in place
-    (see `use_column_major_weights`); save a checkpoint before building a Decoder."""
+    With `optimize=True` (default) and an fp32 CPU model, the model's nn.Linear modules switch in place to the
+    faster few-row product of `fast_linear` (same weights, same state dict)."""
 
     def __init__(self, model: nn.Module, optimize: bool = True) -> None:
         self.model = model
@@ -52,10 +41,10 @@ class Decoder:
         self.head = self.adapter.head(model)
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
-        self.weight_layout = "as_loaded"
-        if optimize and self.device.type == "cpu":
-            use_column_major_weights(model)
-            self.weight_layout = "column_major"
+        self.linear_kernel = "torch"
+        if optimize and few_row_kernel_applies(model):
+            use_few_row_linears(model)
+            self.linear_kernel = "few_row_mm"
         # SDPA applies causality itself when no mask is given and nothing is cached (prefill)
         self._sdpa = getattr(model.config, "_attn_implementation", None) == "sdpa"
         self._mask_cache: dict[tuple[int, int], torch.Tensor] = {}

@@ -28,6 +28,7 @@ from torch import nn  # noqa: E402
 
 import data  # noqa: E402
 from decoding import Decoder, autoregressive, self_speculative  # noqa: E402
+from fast_linear import FewRowLinear  # noqa: E402
 from model_loading import load_model  # noqa: E402
 from pruned_model import Calibration, PruneConfig, PruneModel  # noqa: E402
 from run_log import environment  # noqa: E402
@@ -100,21 +101,24 @@ class LayerTimer:
 
 
 def measure_bandwidth(device, dtype, reps=20) -> dict[str, float]:
-    """Matrix-vector read bandwidth (GB/s) for each weight layout, on ~200 MB of matrices."""
-    mats = [torch.randn(4096, 1024, device=device, dtype=dtype) for _ in range(48 if dtype == torch.float32 else 96)]
+    """One-row product read bandwidth (GB/s) through torch's nn.Linear and through our FewRowLinear, on
+    ~200 MB of matrices (more than any cache)."""
+    n = 48 if dtype == torch.float32 else 96
     x = torch.randn(1, 1024, device=device, dtype=dtype)
-    nbytes = sum(m.numel() * m.element_size() for m in mats)
     out = {}
-    for name, layout in (("row_major", mats), ("column_major", [m.t().contiguous().t() for m in mats])):
-        for _ in range(3):
-            [torch.nn.functional.linear(x, m) for m in layout]
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            [torch.nn.functional.linear(x, m) for m in layout]
-        sync(device)
+    for name, cls in (("torch_linear", nn.Linear), ("few_row_linear", FewRowLinear)):
+        layers = [cls(1024, 4096, bias=False, device=device, dtype=dtype) for _ in range(n)]
+        nbytes = sum(m.weight.numel() * m.weight.element_size() for m in layers)
+        with torch.no_grad():
+            for _ in range(3):
+                [m(x) for m in layers]
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                [m(x) for m in layers]
+            sync(device)
         out[name] = nbytes * reps / (time.perf_counter() - t0) / 1e9
-        del layout
+        del layers
     return out
 
 
@@ -261,8 +265,8 @@ def main() -> None:
     print(tabulate([[k, v] for k, v in checks.items()], ["check", "ok"], tablefmt="github"))
     print(f"\ncontext: {loaded.name}, {L} layers, E={E}, d={d}, {len(prompts)} prompts x {a.rounds} rounds, "
           f"{T} tokens each, removed layers {removed} ({removed_share:.1%} of generation time), "
-          f"matrix-vector bandwidth {bw:.1f} GB/s (row-major weights {bandwidth['row_major']:.1f}, column-major "
-          f"{bandwidth['column_major']:.1f}), {wbytes / 1e6:.0f} MB of weights read per token, "
+          f"one-row product bandwidth {bw:.1f} GB/s (torch nn.Linear {bandwidth['torch_linear']:.1f}, our "
+          f"FewRowLinear {bandwidth['few_row_linear']:.1f}), {wbytes / 1e6:.0f} MB of weights read per token, "
           f"device {device}, dtype {base.dtype}")
     os.makedirs(a.out, exist_ok=True)
     path = os.path.join(a.out, f"speed_{datetime.datetime.now():%Y%m%d_%H%M%S}.json")

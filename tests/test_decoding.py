@@ -142,14 +142,18 @@ def test_kv_cache_update_and_crop():
 
 
 @pytest.mark.parametrize("arch", MODELS)
-def test_column_major_weights_keep_greedy_outputs(arch):
+def test_few_row_linears_keep_weights_and_greedy_outputs(arch):
     import copy
+
+    from fast_linear import FewRowLinear
     model = MODELS[arch]()
     plain = Decoder(copy.deepcopy(model), optimize=False)
     fast = Decoder(model)
-    assert plain.weight_layout == "as_loaded" and fast.weight_layout == "column_major"
-    linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
-    assert linear.weight.stride() == (1, linear.weight.shape[0])
+    assert plain.linear_kernel == "torch" and fast.linear_kernel == "few_row_mm"
+    assert type(model.lm_head) is FewRowLinear
+    assert not any(type(m) is FewRowLinear for m in plain.model.modules())
+    reference = plain.model.state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
     for seed in (1, 2, 3):
         prompt = _prompt(seed)
         a = autoregressive(plain, prompt, 30, TokenChooser(SamplingConfig()), StopCondition())
@@ -157,6 +161,22 @@ def test_column_major_weights_keep_greedy_outputs(arch):
         c = self_speculative(fast, prompt, 30, TokenChooser(SamplingConfig()), StopCondition(), exit_layer=2,
                              num_speculations=3)
         assert a.token_ids == b.token_ids == c.token_ids
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("rows", [1, 2, 5, 16, 17, 40])
+def test_few_row_linear_computes_the_linear_map(rows, bias):
+    from fast_linear import FewRowLinear, restore_linears, use_few_row_linears
+    torch.manual_seed(rows)
+    net = torch.nn.Sequential(torch.nn.Linear(24, 40, bias=bias))
+    x = torch.randn(1, rows, 24)
+    expected = net(x)
+    assert use_few_row_linears(net) == 1 and type(net[0]) is FewRowLinear
+    out = net(x)
+    assert out.shape == (1, rows, 40) and out.is_contiguous()
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    restore_linears(net)
+    assert type(net[0]) is torch.nn.Linear
 
 
 class _LetterTokenizer:

@@ -1,0 +1,54 @@
+"""A faster few-row product for nn.Linear on CPU, where decoding spends most of its time.
+
+Decoding multiplies one row (a token) or a few rows (the k+1 tokens of a speculative verification) by every
+weight matrix, so it is bound by how fast the BLAS streams the weights. With fp32 weights on CPU, MKL's
+`torch.mm(W, x.T)` (the (out, in) weight as the left operand) streams them about twice as fast for 2-16 rows as
+`F.linear` does for ONE row, and a single row through `F.linear` uses a slow matrix-vector path. So a single
+row is computed as two copies of itself. `bench/speed.py` prints both rates on the machine it runs on.
+
+The weights are not copied or re-laid out: the modules only change class, so state dicts, tied weights and
+hooks are untouched and `restore_linears` undoes it.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+MAX_ROWS = 16  # above this (prefill), F.linear's ordinary GEMM is as fast
+
+
+class FewRowLinear(nn.Linear):
+    """nn.Linear whose forward takes the weight-as-left-operand GEMM for up to MAX_ROWS rows."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        n = rows.shape[0]
+        if n > MAX_ROWS:
+            return super().forward(x)
+        if n == 1:
+            rows = torch.cat([rows, rows])
+        out = torch.mm(self.weight, rows.t()).t()[:n]
+        if self.bias is not None:
+            out = out + self.bias
+        return out.contiguous().view(*x.shape[:-1], self.out_features)
+
+
+def few_row_kernel_applies(model: nn.Module) -> bool:
+    p = next(model.parameters())
+    return p.device.type == "cpu" and p.dtype == torch.float32
+
+
+def use_few_row_linears(model: nn.Module) -> int:
+    """Switch every plain nn.Linear of the model to FewRowLinear in place; returns how many were switched."""
+    n = 0
+    for module in model.modules():
+        if type(module) is nn.Linear:
+            module.__class__ = FewRowLinear
+            n += 1
+    return n
+
+
+def restore_linears(model: nn.Module) -> None:
+    for module in model.modules():
+        if type(module) is FewRowLinear:
+            module.__class__ = nn.Linear
