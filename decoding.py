@@ -49,6 +49,12 @@ class Decoder:
         self._sdpa = getattr(model.config, "_attn_implementation", None) == "sdpa"
         self._mask_cache: dict[tuple[int, int], torch.Tensor] = {}
 
+    def refresh_kernels(self) -> None:
+        """Give linears created since construction (e.g. by adjust_compression_level) the same kernel, so that
+        every variant is timed through the same code."""
+        if self.linear_kernel == "few_row_mm":
+            use_few_row_linears(self.model)
+
     @property
     def num_layers(self) -> int:
         return len(self.layers)
@@ -165,6 +171,7 @@ def autoregressive(decoder: Decoder, prompt: torch.Tensor, max_steps: int, choos
 def _prefill(decoder: Decoder, prompt: torch.Tensor, capacity: int, end: int,
              chooser: TokenChooser) -> tuple[KVCache, _Tokens, int]:
     """Run layers [0, end) over the prompt into a fresh cache and choose the first token."""
+    decoder.refresh_kernels()
     cache = decoder.new_cache(capacity)
     tokens = _Tokens(prompt, capacity)
     hidden = decoder.run(cache, 0, 0, end, input_ids=prompt)

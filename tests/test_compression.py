@@ -100,6 +100,19 @@ def test_lowrank_self_speculative_equals_autoregressive():
     assert ss.token_ids == ar.token_ids
 
 
+def test_factors_made_after_the_decoder_get_the_same_kernel():
+    from fast_linear import FewRowLinear
+    model = tiny_llama(num_layers=6)
+    pm = PruneModel(model, None, PruneConfig("lowrank", compression_rank=8))
+    pm.apply()
+    dec = Decoder(model)
+    pm.adjust_compression_level(0.5)  # builds new factor modules after the Decoder switched the old ones
+    assert any(type(m) is torch.nn.Linear for m in model.modules())
+    autoregressive(dec, _prompt(), 3, TokenChooser(SamplingConfig()), StopCondition())
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(type(m) is FewRowLinear for m in linears)
+
+
 @pytest.mark.parametrize("factory", [tiny_llama, tiny_gpt2])
 def test_gated_threshold_zero_full_compute_equals_base(factory):
     base = factory(num_layers=6)
