@@ -92,7 +92,7 @@ class LowRankCompressor:
             if i in hot:
                 continue
             for name in adapter.linear_names:
-                self.originals[(i, name)] = _get(layer, name)
+                self.originals[(i, name)] = layer.get_submodule(name)
         self.column_scales: dict[tuple[int, str], torch.Tensor] = {}
 
     def targets(self):
@@ -108,13 +108,13 @@ class LowRankCompressor:
             before += dense_params
             entry = {"layer": i, "name": name, "shape": [out_f, in_f], "rank": r}
             if r * (out_f + in_f) >= out_f * in_f:
-                _set(self.layers[i], name, original)
+                self.layers[i].set_submodule(name, original)
                 entry.update(dense=True, reason="r(m+n) >= mn", relative_error=0.0, params=dense_params)
                 after += dense_params
             else:
                 scale = self.column_scales.get((i, name)) if plan.method == "asvd" else None
                 A, B, err = factorize(W, r, scale)
-                _set(self.layers[i], name, LowRankLinear(A, B, bias))
+                self.layers[i].set_submodule(name, LowRankLinear(A, B, bias))
                 entry.update(dense=False, relative_error=err, params=r * (out_f + in_f))
                 after += r * (out_f + in_f)
             matrices.append(entry)
@@ -122,7 +122,7 @@ class LowRankCompressor:
 
     def restore(self) -> None:
         for (i, name), original in self.targets():
-            _set(self.layers[i], name, original)
+            self.layers[i].set_submodule(name, original)
 
     @torch.inference_mode()
     def measure_column_scales(self, model: nn.Module, batches) -> None:
@@ -143,17 +143,6 @@ class LowRankCompressor:
             for h in handles:
                 h.remove()
         self.column_scales = {k: (sums[k] / counts[k]).clamp_min(1e-6).sqrt() for k in sums}
-
-
-def _get(module: nn.Module, path: str) -> nn.Module:
-    for part in path.split("."):
-        module = getattr(module, part)
-    return module
-
-
-def _set(module: nn.Module, path: str, value: nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(_get(module, parent) if parent else module, name, value)
 
 
 # ---- gated skipping ----------------------------------------------------------------------------------------------

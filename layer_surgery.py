@@ -4,9 +4,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Iterable
 
+import torch
 from torch import nn
 
-from model_adapter import Adapter
+from model_adapter import Adapter, get_adapter
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -28,6 +29,20 @@ def keep_layers(model: nn.Module, adapter: Adapter, keep: list[int]) -> None:
     if isinstance(layer_types, list) and len(layer_types) == len(layers):
         config.layer_types = [layer_types[i] for i in keep]
     config.num_hidden_layers = len(kept)
+
+
+def make_identity_layers(model: nn.Module, indices: Iterable[int]) -> None:
+    """Zero the residual-stream output maps (weights and biases) of the layers at `indices`, so each returns its
+    input unchanged: a model with known answers for pruning and early-exit checks."""
+    adapter = get_adapter(model)
+    layers = adapter.layers(model)
+    with torch.no_grad():
+        for i in indices:
+            for name in adapter.residual_out_names:
+                out = layers[i].get_submodule(name)
+                out.weight.zero_()
+                if out.bias is not None:
+                    out.bias.zero_()
 
 
 class LayerCallCounter:

@@ -24,33 +24,28 @@ class Adapter:
     # names of the linear maps inside one decoder layer that low-rank compression may factorize
     linear_names: tuple[str, ...]
     attention_path: str  # attribute (inside a layer) of the self-attention module holding `layer_idx`
+    # the linear maps that write a layer's attention and MLP outputs into the residual stream
+    residual_out_names: tuple[str, ...]
 
     def layers(self, model: nn.Module) -> nn.ModuleList:
-        return _get(model, self.layers_path)
+        return model.get_submodule(self.layers_path)
 
     def set_layers(self, model: nn.Module, layers: nn.ModuleList) -> None:
-        parent_path, name = self.layers_path.rsplit(".", 1)
-        setattr(_get(model, parent_path), name, layers)
+        model.set_submodule(self.layers_path, layers)
 
     def norm(self, model: nn.Module) -> nn.Module:
-        return _get(model, self.norm_path)
+        return model.get_submodule(self.norm_path)
 
     def head(self, model: nn.Module) -> nn.Module:
-        return _get(model, self.head_path)
+        return model.get_submodule(self.head_path)
 
     def attention(self, layer: nn.Module) -> nn.Module:
-        return _get(layer, self.attention_path)
+        return layer.get_submodule(self.attention_path)
 
     def call_layer(self, layer: nn.Module, hidden: torch.Tensor, extra: dict[str, Any],
                    mask: torch.Tensor | None, cache: Any) -> torch.Tensor:
         out = layer(hidden, attention_mask=mask, past_key_values=cache, use_cache=cache is not None, **extra)
         return out[0] if isinstance(out, tuple) else out
-
-
-def _get(obj: Any, path: str) -> Any:
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _llama_embed(model: nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
@@ -76,12 +71,14 @@ LLAMA_FAMILY = Adapter(
     embed=_llama_embed, layer_kwargs=_llama_layer_kwargs, attention_path="self_attn",
     linear_names=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                   "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
+    residual_out_names=("self_attn.o_proj", "mlp.down_proj"),
 )
 
 GPT2 = Adapter(
     layers_path="transformer.h", norm_path="transformer.ln_f", head_path="lm_head",
     embed=_gpt2_embed, layer_kwargs=_gpt2_layer_kwargs, attention_path="attn",
     linear_names=("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"),
+    residual_out_names=("attn.c_proj", "mlp.c_proj"),
 )
 
 # model_type (from the HF config) -> adapter

@@ -29,6 +29,7 @@ from torch import nn  # noqa: E402
 import data  # noqa: E402
 from decoding import Decoder, autoregressive, self_speculative  # noqa: E402
 from fast_linear import FewRowLinear  # noqa: E402
+from layer_surgery import make_identity_layers  # noqa: E402
 from model_loading import load_model  # noqa: E402
 from pruned_model import Calibration, PruneConfig, PruneModel  # noqa: E402
 from run_log import environment  # noqa: E402
@@ -163,10 +164,7 @@ def main() -> None:
     gated = Decoder(gated_model)
     # identity model: layers >= E add nothing (zeroed output projections), so every draft is accepted
     ident_model = copy.deepcopy(hf_model)
-    with torch.no_grad():
-        for layer in ident_model.model.layers[E:]:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
+    make_identity_layers(ident_model, range(E, L))
     ident = Decoder(ident_model)
 
     runners = {

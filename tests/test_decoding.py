@@ -4,6 +4,7 @@ from conftest import VOCAB, tiny_gpt2, tiny_llama
 
 from decoding import Decoder, autoregressive, self_speculative
 from kv_cache import KVCache
+from layer_surgery import make_identity_layers
 from sampling import SamplingConfig, StopCondition, TokenChooser
 
 MODELS = {"llama": tiny_llama, "gpt2": tiny_gpt2}
@@ -40,10 +41,7 @@ def test_self_speculative_greedy_equals_autoregressive(arch, exit_layer, d):
 
 def test_acceptance_is_total_when_upper_layers_are_identities():
     model = tiny_llama(num_layers=6)
-    with torch.no_grad():
-        for layer in model.model.layers[3:]:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
+    make_identity_layers(model, range(3, 6))
     ss = self_speculative(Decoder(model), _prompt(), 40, TokenChooser(SamplingConfig()), StopCondition(),
                           exit_layer=3, num_speculations=4)
     assert ss.num_accepted == ss.num_drafted > 0
@@ -204,10 +202,7 @@ def test_stop_words_end_both_strategies_at_the_same_token():
 def test_self_speculative_stops_drafting_once_an_accepted_draft_is_a_stop_token():
     """An EOS accepted in the middle of a round must end generation; rounds after it would be wasted, timed work."""
     model = tiny_llama(num_layers=6)
-    with torch.no_grad():  # layers >= 3 are identities, so every draft is accepted
-        for layer in model.model.layers[3:]:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
+    make_identity_layers(model, range(3, 6))  # every draft is accepted
     dec = Decoder(model)
     free = autoregressive(dec, _prompt(), 30, TokenChooser(SamplingConfig()), StopCondition()).token_ids
     stop_tok = free[4]  # drafted as the 4th token of the first round; the round's bonus token comes after it

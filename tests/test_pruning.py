@@ -7,7 +7,8 @@ from transformers import AutoModelForCausalLM
 
 from decoding import Decoder, autoregressive, self_speculative
 from errors import UsageError
-from layer_surgery import count_parameters
+from layer_surgery import count_parameters, make_identity_layers
+from model_adapter import get_adapter
 from pruned_model import Calibration, PruneConfig, PruneModel, angular_distances, last_token_states
 from sampling import SamplingConfig, StopCondition, TokenChooser
 
@@ -18,19 +19,6 @@ def _calibration(n=12, seed=0):
     return lambda: Calibration(ids, {"dataset": "synthetic", "split": "none", "seed": seed})
 
 
-def _identity_layers(model, indices):
-    with torch.no_grad():
-        for i in indices:
-            layer = model.model.layers[i] if hasattr(model, "model") else model.transformer.h[i]
-            if hasattr(layer, "mlp") and hasattr(layer.mlp, "down_proj"):
-                layer.self_attn.o_proj.weight.zero_()
-                layer.mlp.down_proj.weight.zero_()
-            else:
-                for lin in (layer.attn.c_proj, layer.mlp.c_proj):
-                    lin.weight.zero_()
-                    lin.bias.zero_()
-
-
 def _layer_params(layers, indices):
     return sum(p.numel() for i in indices for p in layers[i].parameters())
 
@@ -38,8 +26,8 @@ def _layer_params(layers, indices):
 @pytest.mark.parametrize("factory", [tiny_llama, tiny_gpt2])
 def test_angular_removes_exactly_the_identity_layers(factory):
     model = factory(num_layers=10)
-    _identity_layers(model, [5, 6, 7])
-    layers = list(model.model.layers if hasattr(model, "model") else model.transformer.h)
+    make_identity_layers(model, [5, 6, 7])
+    layers = list(get_adapter(model).layers(model))
     before = count_parameters(model)
     removed_params = _layer_params(layers, [5, 6, 7])
     pm = PruneModel(model, None, PruneConfig("angular", prune_n=3), _calibration())
