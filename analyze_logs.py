@@ -123,15 +123,17 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     table = table.reset_index()
     base = table[table["approach"] == "base"].set_index(BASE_KEY)
     keys = table[BASE_KEY].apply(tuple, axis=1)
-    base_tps = keys.map(lambda k: base["tokens_per_second"].get(k, math.nan) if k in base.index else math.nan)
-    table["speedup"] = table["tokens_per_second"] / base_tps.astype(float)
+
+    def base_value(column: str) -> pd.Series:
+        """The matching base configuration's value of `column` for every row (NaN where there is none)."""
+        return keys.map(lambda k: base[column].get(k, math.nan) if k in base.index else math.nan).astype(float)
+
+    table["speedup"] = table["tokens_per_second"] / base_value("tokens_per_second")
     if "decode_tokens_per_second" in table:
-        base_dec = keys.map(lambda k: base["decode_tokens_per_second"].get(k, math.nan) if k in base.index else math.nan)
-        table["decode_speedup"] = table["decode_tokens_per_second"] / base_dec.astype(float)
+        table["decode_speedup"] = table["decode_tokens_per_second"] / base_value("decode_tokens_per_second")
     for q in QUALITY:
         if q in table:
-            base_q = keys.map(lambda k: base[q].get(k, math.nan) if k in base.index else math.nan)
-            table[f"{q}_change"] = table[q] - base_q.astype(float)
+            table[f"{q}_change"] = table[q] - base_value(q)
     return table
 
 

@@ -101,18 +101,18 @@ def aggregate(records: list[dict]) -> dict:
     tokens = sum(r["num_tokens"] for r in records)
     total = sum(r["total_time"] for r in records)
     ttft = sum(r["time_to_first_token"] for r in records)
-    drafted = sum(r["num_drafted"] for r in records)
+    tokens_per_second, acceptance = _speed(records)
     decode_tokens = tokens - len(records)  # the first token of each sample comes from the prefill
     out.update({
         "num_samples": len(records),
         "num_tokens": tokens,
         "total_time": total,
-        "tokens_per_second": tokens / total if total else None,
+        "tokens_per_second": tokens_per_second,
         "tokens_per_second_mean": sum(r["tokens_per_second"] for r in records) / len(records),
         "time_per_token": total / tokens if tokens else None,
         "time_to_first_token": ttft / len(records),
         "decode_tokens_per_second": decode_tokens / (total - ttft) if total > ttft and decode_tokens else None,
-        "acceptance_rate": sum(r["num_accepted"] for r in records) / drafted if drafted else None,
+        "acceptance_rate": acceptance,
     })
     if any("passed" in r for r in records):
         out["pass@1"] = sum(bool(r.get("passed")) for r in records) / len(records)
@@ -321,13 +321,20 @@ def benchmark_sample(sample: data.Sample, prompt_ids: list[int], strategy, decod
     return record
 
 
-def _progress(records: list[dict]) -> dict:
+def _speed(records: list[dict]) -> tuple[float | None, float | None]:
+    """(generated tokens / generation seconds, accepted / drafted) over the records."""
     tokens = sum(r["num_tokens"] for r in records)
     seconds = sum(r["total_time"] for r in records)
     drafted = sum(r["num_drafted"] for r in records)
-    post = {"tok/s": f"{tokens / seconds:.1f}"}
-    if drafted:
-        post["acc"] = f"{sum(r['num_accepted'] for r in records) / drafted:.2f}"
+    return (tokens / seconds if seconds else None,
+            sum(r["num_accepted"] for r in records) / drafted if drafted else None)
+
+
+def _progress(records: list[dict]) -> dict:
+    tokens_per_second, acceptance = _speed(records)
+    post = {"tok/s": f"{tokens_per_second:.1f}"}
+    if acceptance is not None:
+        post["acc"] = f"{acceptance:.2f}"
     return post
 
 
