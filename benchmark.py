@@ -270,10 +270,8 @@ def run(argv: list[str] | None, info: distributed.DistInfo) -> int:
     all_records = sorted(list(done.values()) + [r for part in parts for r in part["records"]],
                          key=lambda r: order[r["sample_id"]])
     write_samples_atomic(log.samples_path, all_records)
-    for k in range(1, info.world_size):
-        part_path = RunLog(output_dir, run_id, k).part_path
-        if os.path.exists(part_path):
-            os.remove(part_path)
+    for part_path in log.other_rank_parts():  # merged into the samples file above
+        os.remove(part_path)
     doc["metrics"] = aggregate(all_records)
     doc["metrics"]["peak_memory_mb"] = max(part["peak_memory"][0] for part in parts)
     doc["metrics"]["peak_memory_source"] = parts[0]["peak_memory"][1] + (" (max over ranks)" if info.enabled else "")

@@ -1,13 +1,12 @@
 """Continuing an interrupted run: the same configuration, the same log files, no finished sample redone."""
 from __future__ import annotations
 
-import glob
 import json
 import os
 from dataclasses import dataclass
 
 from errors import UsageError
-from run_log import read_samples
+from run_log import RunLog, read_samples
 
 # flags that may differ between the interrupted run and its continuation
 IGNORED_FLAGS = {"resume", "output_dir", "warmup"}
@@ -44,9 +43,9 @@ def load(path: str, args: dict) -> ResumeState:
         shown = ", ".join(f"--{k} ({old_args.get(k)!r} -> {args.get(k)!r})" for k in differing[:4])
         raise UsageError(f"--resume {path}: configuration differs from the interrupted run: {shown}")
     output_dir = os.path.dirname(os.path.abspath(json_path))
-    samples_path = os.path.join(output_dir, f"benchmark_{run_id}_samples.jsonl")
+    log = RunLog(output_dir, run_id)
     records: dict[str, dict] = {}
-    for part in [samples_path] + sorted(glob.glob(os.path.join(output_dir, f"benchmark_{run_id}_samples.rank*.jsonl"))):
+    for part in [log.samples_path] + log.other_rank_parts():
         if os.path.exists(part):
             for r in read_samples(part):
                 records.setdefault(r["sample_id"], r)

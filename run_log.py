@@ -3,6 +3,7 @@ appended and flushed as each sample finishes, so a crash loses no finished sampl
 from __future__ import annotations
 
 import datetime
+import glob
 import json
 import os
 import platform
@@ -79,6 +80,11 @@ class RunLog:
         self.part_path = self.samples_path if rank == 0 else os.path.join(
             output_dir, f"benchmark_{run_id}_samples.rank{rank}.jsonl")
         self._samples = None
+
+    def other_rank_parts(self) -> list[str]:
+        """Existing part files of ranks >= 1 of this run (left behind by an interrupted torchrun job)."""
+        pattern = os.path.join(os.path.dirname(self.samples_path), f"benchmark_{self.run_id}_samples.rank*.jsonl")
+        return sorted(glob.glob(pattern))
 
     def write(self, doc: dict) -> None:
         write_json_atomic(self.path, doc)
