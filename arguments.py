@@ -101,6 +101,8 @@ def validate_generation(g: GenerationArguments, strategies: dict) -> None:
             raise UsageError("--exit_layer must be > 0 for self_speculative (draft layers [0, E))")
         if g.num_speculations <= 0:
             raise UsageError("--num_speculations must be > 0 for self_speculative")
+    elif g.num_speculations > 0:
+        raise UsageError(f"--num_speculations {g.num_speculations} only applies to --generation_strategy self_speculative")
     if g.sample:
         if g.temperature <= 0:
             raise UsageError(f"--temperature must be > 0 when sampling, got {g.temperature}")

@@ -27,6 +27,8 @@ def run_json_path(path: str) -> str:
 
 
 def load(path: str, args: dict) -> ResumeState:
+    if os.path.isdir(path):
+        raise UsageError(f"--resume {path}: is a directory; pass the interrupted run's JSON or samples file")
     json_path = run_json_path(path)
     if not os.path.isfile(json_path):
         raise UsageError(f"--resume {path}: no run log {json_path}")

@@ -65,12 +65,15 @@ CASES = [
     (["--execute_code", "True"], "--execute_code"),
     (["--execution_timeout", "0", "--dataset", "human_eval"], "--execution_timeout"),
     (["--resume", "/nonexistent/run.json"], "--resume"),
+    (["--resume", "{tmp}"], "is a directory"),
+    (["--num_speculations", "3"], "--num_speculations 3 only applies"),
     (["--prune_method", "lowrank", "--compression_rank", "4", "--save_pruned_model", "/tmp/x"], "--save_pruned_model"),
 ]
 
 
 def _materialize(argv, tiny, tmp_path):
-    return [tiny if a == TINY else a for a in argv] + ["--output_dir", str(tmp_path / "out")]
+    named = {TINY: tiny, "{tmp}": str(tmp_path)}
+    return [named.get(a, a) for a in argv] + ["--output_dir", str(tmp_path / "out")]
 
 
 @pytest.mark.parametrize("argv,flag", CASES, ids=[" ".join(c[0]) for c in CASES])
