@@ -12,7 +12,6 @@ which is what layer removal changes most directly.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -21,6 +20,8 @@ from typing import Iterable
 
 import pandas as pd
 from tabulate import tabulate
+
+from errors import OneLineArgumentParser
 
 CONFIG = ["dataset", "model", "strategy", "approach", "param", "exit_layer", "num_speculations", "samples"]
 BASE_KEY = ["dataset", "model", "strategy", "exit_layer", "num_speculations", "samples"]
@@ -232,7 +233,7 @@ def plot(table: pd.DataFrame, out_dir: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Aggregate benchmark.py logs into tables.")
+    ap = OneLineArgumentParser(description="Aggregate benchmark.py logs into tables.")
     ap.add_argument("paths", nargs="*", default=["logs"])
     ap.add_argument("--format", choices=["github", "latex", "csv", "json"], default="github")
     ap.add_argument("--out", default=None, help="where summary CSVs and plots go (default: the first log dir)")

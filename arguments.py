@@ -1,13 +1,12 @@
 """Dataclass arguments for benchmark.py (parsed with HfArgumentParser, as in LayerSkip) and their validation."""
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from typing import NoReturn, Optional
+from typing import Optional
 
 from transformers import HfArgumentParser
 
-from errors import UsageError
+from errors import OneLineErrors, UsageError
 
 
 @dataclass
@@ -75,12 +74,8 @@ class PruneArguments:
 ALL_ARGUMENTS = (BenchmarkArguments, DatasetArguments, GenerationArguments, PruneArguments)
 
 
-class OneLineParser(HfArgumentParser):
-    """argparse errors become one line on stderr and exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+class OneLineParser(OneLineErrors, HfArgumentParser):
+    """HfArgumentParser whose errors are one line on stderr and exit status 2."""
 
 
 def parse_args(argv: list[str] | None = None):

@@ -26,8 +26,7 @@ import resume as resume_mod  # noqa: E402
 from decoding import STRATEGIES, Decoder, GenerationResult  # noqa: E402
 from errors import UsageError  # noqa: E402
 from metrics import BLEU_SETTINGS, ROUGE_SETTINGS, corpus_metrics, sample_metrics  # noqa: E402
-from model_adapter import UnsupportedModelError  # noqa: E402
-from model_loading import ModelLoadError, load_model  # noqa: E402
+from model_loading import load_model  # noqa: E402
 from pruned_model import Calibration, PruneConfig, PruneModel, validate_config  # noqa: E402
 from run_log import (SCHEMA_VERSION, RunLog, environment, new_run_id, prepare_output_dir,  # noqa: E402
                      write_samples_atomic)
@@ -353,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     info = distributed.from_environment()
     try:
         return run(argv, info)
-    except (UsageError, ModelLoadError, UnsupportedModelError) as exc:
+    except UsageError as exc:  # includes model loading and unsupported-architecture errors
         if info.is_main:  # every rank validates the same flags; one line is enough
             print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,5 +1,44 @@
-"""The one error type the CLI turns into a single stderr line and exit status 2."""
+"""Bad user input: one error type the CLIs turn into a single stderr line and exit status 2, and argument
+parsers whose own errors look the same."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, NoReturn
 
 
 class UsageError(ValueError):
     """Bad input from the user: a flag value, a missing file, an unreachable dataset."""
+
+
+class OneLineErrors:
+    """Parser mixin: argparse errors become one `error: ...` line on stderr and exit status 2 (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+class OneLineArgumentParser(OneLineErrors, argparse.ArgumentParser):
+    pass
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def run_script(main: Callable[[], object]) -> NoReturn:
+    """Run a script's main(); a UsageError becomes one `error: ...` line and exit status 2."""
+    try:
+        code = main()
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)

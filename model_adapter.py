@@ -11,6 +11,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from errors import UsageError
+
 
 @dataclass(frozen=True)
 class Adapter:
@@ -91,7 +93,7 @@ ADAPTERS: dict[str, Adapter] = {
 }
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(UsageError):
     pass
 
 

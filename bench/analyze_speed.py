@@ -5,7 +5,6 @@ log) into a temp dir, then times load + aggregate + render.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -16,6 +15,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import analyze_logs  # noqa: E402
+from errors import OneLineArgumentParser  # noqa: E402
 
 TEMPLATE = {
     "schema_version": 1, "complete": True, "run_id": "x",
@@ -32,7 +32,7 @@ TEMPLATE = {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = OneLineArgumentParser()
     ap.add_argument("--runs", type=int, default=10000)
     a = ap.parse_args()
     rng = random.Random(0)

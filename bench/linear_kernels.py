@@ -15,18 +15,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
+from errors import OneLineArgumentParser, positive_int, run_script  # noqa: E402
 from decoding import Decoder  # noqa: E402
 from fast_linear import restore_linears  # noqa: E402
 from model_loading import load_model  # noqa: E402
 
 
 def parse() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="default: embedded SmolLM2-135M-Instruct")
-    ap.add_argument("--context", type=int, default=250, help="tokens already in the KV cache")
-    ap.add_argument("--rows", type=int, nargs="+", default=[1, 5])
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--context", type=positive_int, default=250, help="tokens already in the KV cache")
+    ap.add_argument("--rows", type=positive_int, nargs="+", default=[1, 5])
+    ap.add_argument("--steps", type=positive_int, default=30)
+    ap.add_argument("--rounds", type=positive_int, default=3)
     return ap.parse_args()
 
 
@@ -81,4 +82,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -27,6 +27,7 @@ from tabulate import tabulate  # noqa: E402
 from torch import nn  # noqa: E402
 
 import data  # noqa: E402
+from errors import OneLineArgumentParser, UsageError, positive_int, run_script  # noqa: E402
 from decoding import Decoder, autoregressive, self_speculative  # noqa: E402
 from fast_linear import FewRowLinear  # noqa: E402
 from layer_surgery import make_identity_layers  # noqa: E402
@@ -37,15 +38,15 @@ from sampling import SamplingConfig, StopCondition, TokenChooser  # noqa: E402
 
 
 def parse() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="default: embedded SmolLM2-135M-Instruct")
     ap.add_argument("--dataset", default="aclsum_summarization")
-    ap.add_argument("--samples", type=int, default=2)
-    ap.add_argument("--max_tokens", type=int, default=40)
-    ap.add_argument("--rounds", type=int, default=2, help="timed passes over the prompts (runs alternate)")
-    ap.add_argument("--exit_layer", type=int, default=20)
-    ap.add_argument("--num_speculations", type=int, default=4)
-    ap.add_argument("--prune_n", type=int, default=6)
+    ap.add_argument("--samples", type=positive_int, default=2)
+    ap.add_argument("--max_tokens", type=positive_int, default=40)
+    ap.add_argument("--rounds", type=positive_int, default=2, help="timed passes over the prompts (runs alternate)")
+    ap.add_argument("--exit_layer", type=positive_int, default=20)
+    ap.add_argument("--num_speculations", type=positive_int, default=4)
+    ap.add_argument("--prune_n", type=positive_int, default=6)
     ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--skip_hf_early_exit", action="store_true", help="HF assisted early exit is slow on CPU")
@@ -138,6 +139,8 @@ def main() -> None:
     hf_model, tok = loaded.model, loaded.tokenizer
     device = next(hf_model.parameters()).device
     L, E, d, T = hf_model.config.num_hidden_layers, a.exit_layer, a.num_speculations, a.max_tokens
+    if E >= L or a.prune_n >= L:
+        raise UsageError(f"--exit_layer and --prune_n must be < {L} (model layers), got {E} and {a.prune_n}")
 
     spec = data.get_spec(a.dataset)
     _, samples = data.load_split(a.dataset, None, data.DatasetOptions())
@@ -277,4 +280,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

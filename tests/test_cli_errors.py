@@ -114,3 +114,15 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "error: --dropout_threshold must be in [0, 1) for --prune_method random, got 2.0"]
     assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("script,argv,expected", [
+    ("analyze_logs.py", ["--format", "xyz"], "error: argument --format: invalid choice: 'xyz'"),
+    ("bench/speed.py", ["--samples", "0"], "error: argument --samples: must be >= 1, got 0"),
+    ("bench/linear_kernels.py", ["--rows", "1", "x"], "error: argument --rows: invalid int value: 'x'"),
+])
+def test_other_scripts_reject_bad_flags_in_one_line(script, argv, expected):
+    proc = subprocess.run([sys.executable, script, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), lines
