@@ -2,9 +2,10 @@
 
 Decoding multiplies one row (a token) or a few rows (the k+1 tokens of a speculative verification) by every
 weight matrix, so it is bound by how fast the BLAS streams the weights. With fp32 weights on CPU, MKL's
-`torch.mm(W, x.T)` (the (out, in) weight as the left operand) streams them about twice as fast for 2-16 rows as
-`F.linear` does for ONE row, and a single row through `F.linear` uses a slow matrix-vector path. So a single
-row is computed as two copies of itself. `bench/speed.py` prints both rates on the machine it runs on.
+one-row path behind `F.linear` is slow, while `torch.mm(W, x.T)` (the (out, in) weight as the left operand)
+computes two rows in well under the time `F.linear` takes for one. So a single row is computed as two copies
+of itself, and up to MAX_ROWS rows take the same product (about 2x faster than `F.linear` at 1-2 rows, 1.3x at
+5, even at 8-16 for the decoder layers on the development machine: `bench/linear_kernels.py` measures it).
 
 The weights are not copied or re-laid out: the modules only change class, so state dicts, tied weights and
 hooks are untouched and `restore_linears` undoes it.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-MAX_ROWS = 16  # above this (prefill), F.linear's ordinary GEMM is as fast
+MAX_ROWS = 16  # from about 8 rows on, F.linear's ordinary GEMM is as fast
 
 
 class FewRowLinear(nn.Linear):
