@@ -5,7 +5,8 @@ weight matrix, so it is bound by how fast the BLAS streams the weights. With fp3
 one-row path behind `F.linear` is slow, while `torch.mm(W, x.T)` (the (out, in) weight as the left operand)
 computes two rows in well under the time `F.linear` takes for one. So a single row is computed as two copies
 of itself, and up to MAX_ROWS rows take the same product (about 2x faster than `F.linear` at 1-2 rows, 1.3x at
-5, even at 8-16 for the decoder layers on the development machine: `bench/linear_kernels.py` measures it).
+5, no slower at 8-16 for the decoder layers on the development machine; `bench/linear_kernels.py` measures
+it).
 
 The weights are not copied or re-laid out: the modules only change class, so state dicts, tied weights and
 hooks are untouched and `restore_linears` undoes it.
