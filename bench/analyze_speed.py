@@ -8,17 +8,14 @@ from __future__ import annotations
 import json
 import os
 import random
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import analyze_logs  # noqa: E402
-from errors import OneLineArgumentParser  # noqa: E402
+from layerbench.analysis.tables import TIMING_COLUMNS, aggregate, load_runs, render
+from layerbench.errors import OneLineArgumentParser, positive_int, run_script
 
 TEMPLATE = {
-    "schema_version": 1, "complete": True, "run_id": "x",
+    "schema_version": 2, "complete": True, "run_id": "x",
     "args": {"generation_strategy": "autoregressive", "exit_layer": -1, "num_speculations": -1,
              "prune_method": "base"},
     "environment": {"python": "3.11", "torch": "2.13.0"},
@@ -33,7 +30,7 @@ TEMPLATE = {
 
 def main() -> None:
     ap = OneLineArgumentParser()
-    ap.add_argument("--runs", type=int, default=10000)
+    ap.add_argument("--runs", type=positive_int, default=10000)
     a = ap.parse_args()
     rng = random.Random(0)
     with tempfile.TemporaryDirectory() as d:
@@ -45,19 +42,19 @@ def main() -> None:
             doc["args"]["dropout_threshold"] = rng.choice([0.1, 0.2])
             doc["dataset"]["name"] = rng.choice(["aclsum_summarization", "human_eval"])
             doc["metrics"] = {"rouge1": rng.random(), "rouge2": rng.random(), "rougeL": rng.random(),
-                              "bleu": 100 * rng.random(), "exact_match": 0.0, "tokens_per_second": 10 + rng.random(),
+                              "corpus_bleu": 100 * rng.random(), "exact_match": 0.0, "tokens_per_second": 10 + rng.random(),
                               "time_per_token": 0.1, "total_time": 30.0, "acceptance_rate": None}
             with open(os.path.join(d, f"benchmark_{i:05d}.json"), "w") as f:
                 json.dump(doc, f)
         t0 = time.perf_counter()
-        runs, skipped = analyze_logs.load_runs([d], warn=lambda m: None)
+        runs, skipped = load_runs([d], warn=lambda m: None)
         t1 = time.perf_counter()
-        table = analyze_logs.aggregate(runs)
-        analyze_logs.render(table, analyze_logs.TIMING_COLUMNS, "github")
+        table = aggregate(runs)
+        render(table, TIMING_COLUMNS, "github")
         t2 = time.perf_counter()
     print(f"{len(runs)} run logs ({skipped} skipped) -> {len(table)} configurations: "
           f"load {t1 - t0:.2f} s, aggregate+render {t2 - t1:.2f} s, total {t2 - t0:.2f} s")
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

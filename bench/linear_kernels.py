@@ -1,24 +1,22 @@
-"""Per-step time of the decoder layers and the LM head with torch's nn.Linear kernel and with our FewRowLinear,
-in ONE process on the same model, alternating, for 1 row (autoregressive step) and k+1 rows (verification).
+"""Per-step time of the decoder layers and the LM head with torch's F.linear and with the few-row product, in ONE
+process on the same model, alternating, for 1 row (autoregressive step) and k+1 rows (verification); and what
+fusing q/k/v and gate/up into one product per input would gain.
 
     .venv/bin/python bench/linear_kernels.py --rows 1 5 --rounds 3
 """
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+from tabulate import tabulate
 
-import torch  # noqa: E402
-from tabulate import tabulate  # noqa: E402
-
-from errors import OneLineArgumentParser, positive_int, run_script  # noqa: E402
-from decoding import Decoder  # noqa: E402
-from fast_linear import restore_linears  # noqa: E402
-from model_loading import load_model  # noqa: E402
+from layerbench.engine.engine import VERIFY, Engine, EngineOptions
+from layerbench.engine.linear_kernels import KERNELS
+from layerbench.errors import OneLineArgumentParser, positive_int, run_script
+from layerbench.models.families import get_family
+from layerbench.models.loading import load_model
 
 
 def parse() -> argparse.Namespace:
@@ -32,16 +30,14 @@ def parse() -> argparse.Namespace:
 
 
 @torch.inference_mode()
-def step_times(decoder: Decoder, context: int, rows: int, steps: int) -> tuple[float, float]:
+def step_times(engine: Engine, context: int, rows: int, steps: int) -> tuple[float, float]:
     """(ms for all decoder layers, ms for norm + LM head) per step of `rows` new tokens."""
-    cache = decoder.new_cache(context + rows + 1)
-    decoder.run(cache, 0, 0, decoder.num_layers, input_ids=torch.randint(0, 1000, (1, context)))
+    cache = engine.new_cache(context + rows + 1)
+    engine.run(cache, 0, 0, engine.num_layers, input_ids=torch.randint(0, 1000, (1, context)))
     ids = torch.full((1, rows), 5)
 
     def layers() -> torch.Tensor:
-        hidden = decoder.run(cache, context, 0, decoder.num_layers, input_ids=ids)
-        cache.crop(context)
-        return hidden
+        return engine.run(cache, context, 0, engine.num_layers, input_ids=ids, phase=VERIFY)
 
     for _ in range(3):
         hidden = layers()
@@ -51,32 +47,63 @@ def step_times(decoder: Decoder, context: int, rows: int, steps: int) -> tuple[f
     t_layers = (time.perf_counter() - t0) / steps
     t0 = time.perf_counter()
     for _ in range(steps):
-        decoder.logits(hidden)
+        engine.logits(hidden)
     return t_layers * 1e3, (time.perf_counter() - t0) / steps * 1e3
+
+
+@torch.inference_mode()
+def fusion_times(model, rows: int, steps: int, kernel: str) -> tuple[float, float]:
+    """(ms separate, ms fused) for the q/k/v and gate/up products of every layer with `kernel`; the fused
+    weights are copies made for this measurement only."""
+    family = get_family(model)
+    groups = [family.qkv, family.mlp_in]
+    separate, fused = [], []
+    for layer in family.layers(model):
+        for names in groups:
+            if len(names) < 2:
+                continue
+            mods = [layer.get_submodule(n) for n in names]
+            separate.append([KERNELS[kernel](m) for m in mods])
+            cat = torch.nn.Linear(mods[0].in_features, sum(m.out_features for m in mods), bias=False)
+            cat.weight.copy_(torch.cat([m.weight for m in mods]))
+            fused.append([KERNELS[kernel](cat)])
+    x = torch.randn(1, rows, model.config.hidden_size)
+
+    def timed(projections) -> float:
+        for _ in range(3):
+            [p(x) for group in projections for p in group]
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            [p(x) for group in projections for p in group]
+        return (time.perf_counter() - t0) / steps * 1e3
+    return timed(separate), timed(fused)
 
 
 def main() -> None:
     a = parse()
-    model = load_model(a.model, "float32", "cpu").model.eval()
+    model = load_model(a.model, "float32", "cpu").model
+    kernels = ("torch", "few_row_mm", "tuned")
+    engines = {k: Engine(model, EngineOptions(linear_kernel=k)) for k in kernels}
     results: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    fusion: dict[tuple[str, int], list[tuple[float, float]]] = {}
     for _ in range(a.rounds):
-        for kernel in ("torch", "few_row_mm"):
-            restore_linears(model)
-            decoder = Decoder(model, optimize=kernel == "few_row_mm")
-            assert decoder.linear_kernel == kernel
+        for kernel, engine in engines.items():
             for rows in a.rows:
-                results.setdefault((kernel, rows), []).append(step_times(decoder, a.context, rows, a.steps))
+                results.setdefault((kernel, rows), []).append(step_times(engine, a.context, rows, a.steps))
+        for kernel in kernels[:2]:
+            for rows in a.rows:
+                fusion.setdefault((kernel, rows), []).append(fusion_times(model, rows, a.steps, kernel))
     table = []
     for rows in a.rows:
-        torch_layers = [r[0] for r in results[("torch", rows)]]
-        torch_head = [r[1] for r in results[("torch", rows)]]
-        ours_layers = [r[0] for r in results[("few_row_mm", rows)]]
-        ours_head = [r[1] for r in results[("few_row_mm", rows)]]
-        table.append([rows, min(torch_layers), min(ours_layers), min(torch_layers) / min(ours_layers),
-                      min(torch_head), min(ours_head), min(torch_head) / min(ours_head)])
-    print(tabulate(table, headers=["rows", "layers ms (torch)", "layers ms (few-row)", "ratio",
-                                   "head ms (torch)", "head ms (few-row)", "ratio"], floatfmt=".2f",
-                   tablefmt="github"))
+        layers = {k: min(r[0] for r in results[(k, rows)]) for k in kernels}
+        head = {k: min(r[1] for r in results[(k, rows)]) for k in kernels}
+        fused = {k: [min(f[i] for f in fusion[(k, rows)]) for i in (0, 1)] for k in kernels[:2]}
+        table.append([rows, *(layers[k] for k in kernels), *(head[k] for k in kernels),
+                      *(fused[k][0] / fused[k][1] for k in kernels[:2])])
+    print(tabulate(table, headers=["rows", "layers ms: torch", "few_row_mm", "tuned", "head ms: torch", "few_row_mm",
+                                   "tuned", "qkv+gate/up fused speedup: torch", "few_row_mm"],
+                   floatfmt=".2f", tablefmt="github"))
+    print(f"tuned kernel uses the few-row product at rows {engines['tuned'].kernel.detail['few_row_mm_rows']}")
     print(f"context: {model.config.num_hidden_layers} layers, {a.context} cached tokens, best of {a.rounds} "
           f"alternating rounds x {a.steps} steps, {torch.get_num_threads()} threads")
 

@@ -1,0 +1,229 @@
+"""The runs bench/speed.py times: model variants, one runner per configuration, the alternating timing loop, the
+time share of the layers angular pruning removes, and the weight-streaming bound."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from layerbench.decoding import STRATEGIES, GenerationConfig
+from layerbench.decoding.sampling import SamplingConfig, StopCondition, TokenChooser
+from layerbench.engine.engine import Engine, EngineOptions
+from layerbench.engine.linear_kernels import bind_projection
+from layerbench.models.loading import LoadedModel
+from layerbench.surgery.calibration import Calibration
+from layerbench.surgery.config import PruneConfig
+from layerbench.surgery.exit_adapter import fit_exit_adapter, install_exit_adapter
+from layerbench.surgery.layers import make_identity_layers
+from layerbench.surgery.prune_model import PruneModel
+
+
+@dataclass
+class Stats:
+    tokens: int = 0
+    seconds: float = 0.0
+    decode_seconds: float = 0.0
+    decode_tokens: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    rounds: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds
+
+    @property
+    def decode_time_per_token(self) -> float:
+        return self.decode_seconds / self.decode_tokens
+
+    @property
+    def acceptance(self) -> float:
+        return self.accepted / self.drafted
+
+    @property
+    def mean_draft_length(self) -> float:
+        return self.drafted / self.rounds
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def hf_runner(model, tokenizer, tokens: int, backend=None, **extra):
+    device = next(model.parameters()).device
+
+    def run(prompt):
+        ids = torch.tensor([prompt], device=device)
+        context = torch.nn.attention.sdpa_kernel(backend) if backend is not None else contextlib.nullcontext()
+        with context:
+            sync(device)
+            t0 = time.perf_counter()
+            out = model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
+                                 pad_token_id=tokenizer.eos_token_id, **extra)
+            sync(device)
+        return out[0, len(prompt):].tolist(), time.perf_counter() - t0, None
+    return run
+
+
+def our_runner(engine: Engine, strategy: str, config: GenerationConfig):
+    def run(prompt):
+        res = STRATEGIES[strategy].generate(engine, torch.tensor([prompt], device=engine.device), config,
+                                            TokenChooser(SamplingConfig()), StopCondition())
+        return res.token_ids, res.total_time, res
+    return run
+
+
+def build_variants(loaded: LoadedModel, calibration_ids: list[list[int]], a) -> dict:
+    """Every model variant, each on its own copy (so no surgery leaks into another run)."""
+    model, tok = loaded.model, loaded.tokenizer
+    L, E = model.config.num_hidden_layers, a.exit_layer
+    calibration = lambda: Calibration(calibration_ids, {"dataset": a.dataset, "split": "train"})  # noqa: E731
+    pruned = PruneModel(copy.deepcopy(model), tok, PruneConfig(method="angular", prune_n=a.prune_n), calibration)
+    removed = pruned.apply()["removed_layers"]
+    lowrank = PruneModel(copy.deepcopy(model), tok, PruneConfig(method="lowrank", compression_ratio=0.5))
+    lowrank_report = lowrank.apply()
+    gated = PruneModel(copy.deepcopy(model), tok, PruneConfig(method="gated", skip_threshold=0.0,
+                                                              available_compute=0.6))
+    gated.apply()
+    identity = copy.deepcopy(model)  # layers >= E add nothing (zeroed output maps), so every draft is accepted
+    make_identity_layers(identity, range(E, L))
+    adapted = PruneModel(copy.deepcopy(model), tok, PruneConfig(method="base"), calibration)
+    adapted.apply()
+    adapter_report = install_exit_adapter(adapted, fit_exit_adapter(adapted, E))
+    return {"base_engine": Engine(model), "torch_engine": Engine(model, EngineOptions(linear_kernel="torch")),
+            "pruned_engine": Engine(pruned.model), "lowrank_engine": Engine(lowrank.model),
+            "gated_engine": gated.attach(Engine(gated.model)), "gated_pruner": gated,
+            "identity_engine": Engine(identity), "adapter_engine": Engine(adapted.model),
+            "removed": removed, "removed_positions": removed, "lowrank_report": lowrank_report,
+            "adapter_report": adapter_report}
+
+
+def build_runners(loaded: LoadedModel, calibration_ids: list[list[int]], a) -> tuple[dict, dict]:
+    v = build_variants(loaded, calibration_ids, a)
+    T, E, d = a.max_tokens, a.exit_layer, a.num_speculations
+    ar = GenerationConfig(max_steps=T)
+    ss = GenerationConfig(max_steps=T, exit_layer=E, num_speculations=d)
+    runners = {
+        "hf_generate": hf_runner(loaded.model, loaded.tokenizer, T),
+        "ours_autoregressive": our_runner(v["base_engine"], "autoregressive", ar),
+        "ours_autoregressive_torch_kernel": our_runner(v["torch_engine"], "autoregressive", ar),
+        "ours_self_speculative": our_runner(v["base_engine"], "self_speculative", ss),
+        "ours_self_speculative_adapter": our_runner(
+            v["adapter_engine"], "self_speculative",
+            GenerationConfig(max_steps=T, exit_layer=E, num_speculations=d, draft_confidence=a.draft_confidence)),
+        "ours_early_exit": our_runner(v["base_engine"], "autoregressive", GenerationConfig(max_steps=T, exit_layer=E)),
+        "ours_pruned_autoregressive": our_runner(v["pruned_engine"], "autoregressive", ar),
+        "ours_lowrank_autoregressive": our_runner(v["lowrank_engine"], "autoregressive", ar),
+        "ours_gated_autoregressive": our_runner(v["gated_engine"], "autoregressive", ar),
+        "identity_autoregressive": our_runner(v["identity_engine"], "autoregressive", ar),
+        "identity_self_speculative": our_runner(v["identity_engine"], "self_speculative", ss),
+        "identity_early_exit": our_runner(v["identity_engine"], "autoregressive",
+                                          GenerationConfig(max_steps=T, exit_layer=E)),
+    }
+    if v["base_engine"].device.type == "cuda":
+        runners["hf_generate_flash"] = hf_runner(loaded.model, loaded.tokenizer, T,
+                                                 torch.nn.attention.SDPBackend.FLASH_ATTENTION)
+    if not a.skip_hf_early_exit:
+        runners["hf_assistant_early_exit"] = hf_runner(
+            loaded.model, loaded.tokenizer, T, assistant_early_exit=E, num_assistant_tokens=d,
+            num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0)
+    return runners, v
+
+
+def run_alternating(runners: dict, prompts: list[list[int]], rounds: int
+                    ) -> tuple[dict[str, Stats], dict[str, list[list[int]]]]:
+    """Warm every runner up, then time them in rotating order over the prompts, `rounds` times."""
+    for run in runners.values():
+        run(prompts[0][:64])
+    stats = {name: Stats() for name in runners}
+    outputs: dict[str, list[list[int]]] = {name: [] for name in runners}
+    names = list(runners)
+    for r in range(rounds):
+        for i, prompt in enumerate(prompts):
+            shift = (r + i) % len(names)
+            for name in names[shift:] + names[:shift]:  # rotate to spread drift
+                tokens, seconds, res = runners[name](prompt)
+                s = stats[name]
+                s.tokens += len(tokens)
+                s.seconds += seconds
+                if res is not None:
+                    s.decode_seconds += res.total_time - res.time_to_first_token
+                    s.decode_tokens += len(tokens) - 1
+                    s.drafted, s.accepted = s.drafted + res.num_drafted, s.accepted + res.num_accepted
+                    s.rounds += res.num_rounds
+                if r == 0:
+                    outputs[name].append(tokens)
+            print(f"round {r + 1}/{rounds} prompt {i + 1}/{len(prompts)} done", file=sys.stderr)
+    return stats, outputs
+
+
+class _TimedBlock:
+    """A block that adds its own wall time (synchronized on CUDA) to totals[index]."""
+
+    def __init__(self, block, index: int, totals: list[float], device: torch.device) -> None:
+        self.block, self.index, self.totals, self.device = block, index, totals, device
+
+    def __getattr__(self, name):
+        return getattr(self.block, name)
+
+    def __call__(self, x, step):
+        sync(self.device)
+        t0 = time.perf_counter()
+        out = self.block(x, step)
+        sync(self.device)
+        self.totals[self.index] += time.perf_counter() - t0
+        return out
+
+
+def removed_time_share(engine: Engine, runner, prompts: list[list[int]], removed: list[int]) -> float:
+    """Share of base-model generation time spent inside the blocks at `removed` positions."""
+    blocks = engine.blocks
+    totals = [0.0] * len(blocks)
+    engine.blocks = [_TimedBlock(b, i, totals, engine.device) for i, b in enumerate(blocks)]
+    try:
+        t0 = time.perf_counter()
+        for prompt in prompts:
+            runner(prompt)
+        total = time.perf_counter() - t0
+    finally:
+        engine.blocks = blocks
+    return sum(totals[i] for i in removed) / total
+
+
+@torch.inference_mode()
+def weight_streaming_bound(engine: Engine, reps: int = 20) -> dict:
+    """Tokens/s if a decode step did nothing but one matrix-vector product over every weight matrix of the model
+    (the embedding table is read one row per token and left out unless it is the LM head). On CUDA the products
+    are replayed as one CUDA graph; on CPU they run with the engine's linear kernel, best of `reps`."""
+    layers = [m for layer in engine.family.layers(engine.model) for m in layer.modules() if type(m) is nn.Linear]
+    linears = layers + [engine.family.head(engine.model)]
+    projections = [bind_projection(m, engine.kernel) for m in linears]
+    inputs = [torch.randn(1, 1, m.in_features, device=engine.device, dtype=engine.dtype) for m in linears]
+    nbytes = sum(m.weight.numel() * m.weight.element_size() for m in linears)
+
+    def one_pass():
+        for p, x in zip(projections, inputs):
+            p(x)
+    how = f"{engine.linear_kernel} kernel, best of {reps}"
+    step = one_pass
+    if engine.device.type == "cuda":
+        one_pass()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            one_pass()
+        step, how = graph.replay, f"one CUDA graph, best of {reps}"
+    best = float("inf")
+    for _ in range(reps + 2):
+        sync(engine.device)
+        t0 = time.perf_counter()
+        step()
+        sync(engine.device)
+        best = min(best, time.perf_counter() - t0)
+    return {"tokens_per_second": 1 / best, "seconds_per_token": best, "bytes_per_token": nbytes,
+            "gb_per_s": nbytes / best / 1e9, "how": how}

@@ -1,0 +1,171 @@
+"""Run logs to tables: reading, grouping by configuration, and comparison with the matching base run.
+
+Reads every run JSON under the given paths (recursively; samples files are not run logs). Corrupt, partial
+(`complete: false`) and foreign JSON files are skipped with one warning line each. Runs of the same
+configuration are averaged (std when there are several); speedup and quality change are relative to the base
+run with the same model, dataset, strategy, exit layer, speculations and sample count. `speedup` compares
+tokens/s over whole generations (prefill included); `decode_speedup` compares tokens/s after the first token,
+which is what layer removal changes most directly.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Iterable
+
+import pandas as pd
+from tabulate import tabulate
+
+
+CONFIG = ["dataset", "model", "strategy", "approach", "param", "exit_layer", "num_speculations", "samples"]
+BASE_KEY = ["dataset", "model", "strategy", "exit_layer", "num_speculations", "samples"]
+QUALITY = ["rouge1", "rouge2", "rougeL", "corpus_bleu", "exact_match", "perplexity"]
+SPEED = ["acceptance_rate", "tokens_per_second", "decode_tokens_per_second", "time_per_token", "total_time",
+         "num_parameters"]
+METRICS_COLUMNS = CONFIG + ["runs"] + QUALITY + ["acceptance_rate"] + [f"{q}_change" for q in QUALITY]
+METRICS_DISPLAY = CONFIG + ["runs"] + QUALITY + ["acceptance_rate", "rougeL_change", "corpus_bleu_change",
+                                                 "perplexity_change"]
+TIMING_COLUMNS = CONFIG + ["runs", "tokens_per_second", "decode_tokens_per_second", "time_per_token", "total_time",
+                            "num_parameters", "speedup", "decode_speedup"]
+
+# approach -> how its parameter is written in the tables
+PARAM_FORMATS = {
+    "base": lambda p: "",
+    "angular": lambda p: f"n={p.get('prune_n')}",
+    "random": lambda p: f"p={p.get('dropout_threshold')},seed={p.get('prune_seed')}",
+    "lowrank": lambda p: (f"r={p['compression_rank']}" if p.get("compression_rank") else f"rho={p.get('compression_ratio')}")
+    + f",{p.get('lowrank_method', 'svd')}",
+    "gated": lambda p: f"thr={p.get('skip_threshold')},compute={p.get('available_compute')}",
+}
+
+
+class Skip(Exception):
+    pass
+
+
+def iter_json_files(paths: Iterable[str]) -> Iterable[str]:
+    for path in paths:
+        if os.path.isfile(path):
+            yield path
+            continue
+        for root, _, files in os.walk(path):
+            for name in sorted(files):
+                if name.endswith(".json"):
+                    yield os.path.join(root, name)
+
+
+def read_run(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Skip(f"corrupt ({type(exc).__name__})")
+    if not isinstance(doc, dict) or "schema_version" not in doc or "metrics" not in doc or "args" not in doc:
+        raise Skip("not a benchmark run log")
+    if not doc.get("complete"):
+        raise Skip("partial run (complete: false)")
+    return doc
+
+
+def run_row(doc: dict) -> dict:
+    args, metrics, prune = doc["args"], doc["metrics"], doc.get("prune", {})
+    approach = prune.get("method", args.get("prune_method", "base"))
+    fmt = PARAM_FORMATS.get(approach, lambda p: "")
+    strategy = args.get("generation_strategy")
+    row = {
+        "dataset": doc["dataset"]["name"],
+        "model": doc["model"]["name"].split(" (")[0],
+        "strategy": strategy,
+        "approach": approach,
+        "param": fmt({**args, **prune}),
+        "exit_layer": args.get("exit_layer", -1),
+        "num_speculations": args.get("num_speculations", -1) if strategy == "self_speculative" else -1,
+        "samples": doc["dataset"]["num_samples"],
+        "num_parameters": doc["model"].get("num_parameters"),
+    }
+    if doc.get("schema_version") == 1 and "bleu" in metrics:  # v1 logs called corpus BLEU "bleu"
+        metrics = {**metrics, "corpus_bleu": metrics["bleu"]}
+    for key in QUALITY + SPEED:
+        if key in metrics:
+            row[key] = metrics[key]
+    return row
+
+
+def load_runs(paths: list[str], warn=print) -> tuple[pd.DataFrame, int]:
+    rows, skipped = [], 0
+    for path in iter_json_files(paths):
+        try:
+            rows.append(run_row(read_run(path)))
+        except Skip as why:
+            skipped += 1
+            warn(f"warning: skipped {path}: {why}")
+        except (KeyError, TypeError, AttributeError):
+            skipped += 1
+            warn(f"warning: skipped {path}: missing fields")
+    return pd.DataFrame(rows), skipped
+
+
+def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration: means, `<metric>_std` when a configuration ran more than once, `runs`,
+    and speedup / quality change against the matching base configuration."""
+    if runs.empty:
+        return pd.DataFrame(columns=METRICS_COLUMNS)
+    values = [c for c in QUALITY + SPEED if c in runs.columns]
+    for c in values:
+        runs[c] = pd.to_numeric(runs[c], errors="coerce")
+    grouped = runs.groupby(CONFIG, dropna=False, sort=True)
+    table = grouped[values].mean()
+    std = grouped[values].std(ddof=1).add_suffix("_std")
+    table = table.join(std)
+    table["runs"] = grouped.size()
+    table = table.reset_index()
+    base = table[table["approach"] == "base"].set_index(BASE_KEY)
+    keys = table[BASE_KEY].apply(tuple, axis=1)
+
+    def base_value(column: str) -> pd.Series:
+        """The matching base configuration's value of `column` for every row (NaN where there is none)."""
+        return keys.map(lambda k: base[column].get(k, math.nan) if k in base.index else math.nan).astype(float)
+
+    table["speedup"] = table["tokens_per_second"] / base_value("tokens_per_second")
+    if "decode_tokens_per_second" in table:
+        table["decode_speedup"] = table["decode_tokens_per_second"] / base_value("decode_tokens_per_second")
+    for q in QUALITY:
+        if q in table:
+            table[f"{q}_change"] = table[q] - base_value(q)
+    return table
+
+
+def _cell(row: pd.Series, col: str, table: pd.DataFrame) -> str:
+    value = row.get(col)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        text = f"{value:.4g}" if col != "num_parameters" else f"{value:,.0f}"
+        std = row.get(f"{col}_std")
+        if std is not None and isinstance(std, float) and not math.isnan(std) and row.get("runs", 1) > 1:
+            text += f" ± {std:.2g}"
+        return text
+    return str(value)
+
+
+def render(table: pd.DataFrame, columns: list[str], fmt: str) -> str:
+    cols = [c for c in columns if c in table.columns]
+    if fmt == "json":
+        return table[cols].to_json(orient="records", indent=1)
+    if fmt == "csv":
+        return table[cols].to_csv(index=False)
+    rows = [[_cell(r, c, table) for c in cols] for _, r in table.iterrows()]
+    return tabulate(rows, headers=cols, tablefmt={"github": "github", "latex": "latex"}[fmt])
+
+
+def write_csvs(table: pd.DataFrame, out_dir: str) -> list[str]:
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for name, columns in (("summary_metrics.csv", METRICS_COLUMNS), ("summary_timing.csv", TIMING_COLUMNS)):
+        cols = [c for c in columns if c in table.columns]
+        extra = [f"{c}_std" for c in cols if f"{c}_std" in table.columns]
+        path = os.path.join(out_dir, name)
+        table[cols + extra].to_csv(path, index=False)
+        paths.append(path)
+    return paths

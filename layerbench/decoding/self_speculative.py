@@ -1,0 +1,117 @@
+"""LayerSkip self-speculative decoding.
+
+Each round drafts up to d tokens with blocks [0, E) + final norm + LM head (through the exit adapter when one is
+fitted), then verifies them in ONE pass of blocks [E, L) over the exit-layer hidden states the draft already
+computed: blocks below E never run twice for a token; they run once more only for the last drafted token.
+Greedy: accept the longest agreeing prefix; sampling: speculative rejection sampling. The cache needs no crop:
+positions after the accepted ones are overwritten by the next round before anything reads them.
+
+With a draft confidence c, drafting stops early once a draft token's probability is below c (Kangaroo).
+"""
+from __future__ import annotations
+
+import torch
+
+from layerbench.decoding.base import (Clock, GenerationConfig, GenerationResult, GenerationStrategy, TokenBuffer,
+                                      finish, prefill, token_tensor)
+from layerbench.decoding.sampling import StopCondition, TokenChooser
+from layerbench.engine.engine import DECODE, VERIFY, Engine
+from layerbench.engine.kv_cache import KVCache
+
+
+class SelfSpeculative(GenerationStrategy):
+    def static_shapes(self, engine: Engine, config: GenerationConfig) -> list[tuple[int, int, int, bool]]:
+        E, L = config.exit_layer, engine.num_layers
+        return [(0, E, 1, True)] + [(E, L, k + 1, False) for k in range(1, config.num_speculations + 1)]
+
+    @torch.inference_mode()
+    def generate(self, engine: Engine, prompt: torch.Tensor, config: GenerationConfig, chooser: TokenChooser,
+                 stop: StopCondition) -> GenerationResult:
+        d = config.num_speculations
+        clock = Clock(engine.device)
+        t0 = clock.now()
+        cache, tokens, token = prefill(engine, prompt, self.capacity(prompt.shape[1], config), engine.num_layers,
+                                       chooser)
+        ttft = clock.now() - t0
+        generated = [token]
+        drafted = accepted = rounds = 0
+        checked = 0  # generated[:checked] holds no stop token
+        while len(generated) < config.max_steps and stop.first_stop(generated, checked) is None:
+            checked = len(generated)
+            k = min(d, config.max_steps - len(generated))
+            new, num_drafted = self._round(engine, cache, tokens, token, k, config, chooser, stop)
+            drafted += num_drafted
+            accepted += len(new) - 1
+            rounds += 1
+            tokens.commit(new)
+            generated.extend(new)
+            token = new[-1]
+        out, stopped = finish(generated, config.max_steps, stop)
+        return GenerationResult(out, ttft, clock.now() - t0, drafted, accepted, rounds, stopped)
+
+    def _round(self, engine: Engine, cache: KVCache, tokens: TokenBuffer, token: int, k: int,
+               config: GenerationConfig, chooser: TokenChooser, stop: StopCondition) -> tuple[list[int], int]:
+        """One draft/verify round starting from `token` (committed, not yet processed by any block).
+        Returns the tokens to commit and the number drafted."""
+        E, pos = config.exit_layer, tokens.n - 1
+        drafts, draft_probs, exit_hidden = self._draft(engine, cache, tokens, token, k, config, chooser, stop)
+        exit_hidden.append(engine.run(cache, pos + len(drafts), 0, E,
+                                      input_ids=token_tensor(drafts[-1], engine.device), phase=DECODE))
+        hidden = engine.run(cache, pos, E, engine.num_layers, hidden=torch.cat(exit_hidden, dim=1), phase=VERIFY)
+        logits = engine.logits(hidden)[0]  # (k + 1, vocab): row i predicts the token after input i
+        return accept(chooser, tokens, drafts, draft_probs, logits), len(drafts)
+
+    @staticmethod
+    def _draft(engine: Engine, cache: KVCache, tokens: TokenBuffer, token: int, k: int, config: GenerationConfig,
+               chooser: TokenChooser, stop: StopCondition):
+        E, pos = config.exit_layer, tokens.n - 1
+        drafts: list[int] = []
+        draft_probs: list[torch.Tensor | None] = []
+        exit_hidden: list[torch.Tensor] = []
+        current = token
+        for i in range(k):
+            h = engine.run(cache, pos + i, 0, E, input_ids=token_tensor(current, engine.device), phase=DECODE)
+            exit_hidden.append(h)
+            logits = engine.exit_logits(h[:, -1], E)[0]
+            current, q = chooser.pick(tokens.prefix(drafts) if chooser.needs_prefix else None, logits)
+            drafts.append(current)
+            draft_probs.append(q)
+            if current in stop.stop_token_ids:
+                break
+            if config.draft_confidence is not None and i + 1 < k and \
+                    draft_probability(chooser, tokens, drafts, logits, q) < config.draft_confidence:
+                break
+        return drafts, draft_probs, exit_hidden
+
+
+def draft_probability(chooser: TokenChooser, tokens: TokenBuffer, drafts: list[int], logits: torch.Tensor,
+                      q: torch.Tensor | None) -> float:
+    """Probability the drafting distribution gave the last draft token."""
+    if q is None:
+        q = chooser.probs(tokens.prefix(drafts[:-1]) if chooser.needs_prefix else None, logits)
+    return float(q[drafts[-1]])
+
+
+def accept(chooser: TokenChooser, tokens: TokenBuffer, drafts: list[int], draft_probs: list[torch.Tensor | None],
+           logits: torch.Tensor) -> list[int]:
+    """Tokens to commit: the accepted drafts followed by one token from the full model."""
+    k = len(drafts)
+    if not chooser.sample:
+        if chooser.needs_prefix:
+            verify = [int(torch.argmax(chooser.scores(tokens.prefix(drafts[:i]), logits[i]))) for i in range(k + 1)]
+        else:
+            verify = logits.argmax(dim=-1).tolist()
+        n = 0
+        while n < k and verify[n] == drafts[n]:
+            n += 1
+        return drafts[:n] + [verify[n]]
+    for i in range(k):
+        p = chooser.probs(tokens.prefix(drafts[:i]), logits[i])
+        q = draft_probs[i]
+        t = drafts[i]
+        if chooser.uniform() * float(q[t]) < float(p[t]):  # accept with probability min(1, p/q)
+            continue
+        residual = torch.clamp(p - q, min=0)
+        total = residual.sum()
+        return drafts[:i] + [chooser.draw(residual / total) if total > 0 else chooser.draw(p)]
+    return drafts + [chooser.draw(chooser.probs(tokens.prefix(drafts), logits[k]))]

@@ -1,0 +1,151 @@
+"""The blocks the engine runs in sequence: a transformer decoder layer (attention + MLP over the weights of one
+HF layer module), and a fitted linear stand-in for a removed run of layers.
+
+Shapes: hidden (1, T, d); queries (1, H, T, Dh); keys/values (1, KV, T, Dh).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from layerbench.engine.activations import get_activation
+from layerbench.engine.attention import CAUSAL, attend, visible
+from layerbench.engine.kv_cache import KVCache
+from layerbench.engine.linear_kernels import LinearKernel, bind_projection
+from layerbench.engine.norms import NORMS
+from layerbench.engine.rope import apply_rotary
+from layerbench.models.families import Family
+
+
+@dataclass
+class Step:
+    """One forward over T new tokens (shared by every block of the pass), and how it meets the KV cache.
+
+    Eager: positions start .. start+T-1 are Python ints; keys are read from the cache slice that can be
+    visible. Static (`positions` given, a device tensor): every shape is fixed, keys/values are written with
+    index_copy_ and attention reads the whole cache under a mask, so the step can be captured as a CUDA graph
+    and replayed at any position.
+    """
+
+    start: int
+    length: int
+    cache: KVCache
+    cos: torch.Tensor | None = None
+    sin: torch.Tensor | None = None
+    positions: torch.Tensor | None = None
+    _masks: dict = field(default_factory=dict)
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+    def store(self, slot: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        if self.positions is None:
+            self.cache.write(slot, self.start, keys, values)
+        else:
+            self.cache.write_at(slot, self.positions, keys, values)
+
+    def context(self, slot: int, window: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | str | None]:
+        """(keys, values, mask) for the queries of this step: a boolean mask, CAUSAL, or None when every key
+        read is visible."""
+        if self.positions is not None:
+            keys, values = self.cache.read(slot, 0, self.cache.capacity)
+            return keys, values, self._mask(window, self.positions, 0, self.cache.capacity)
+        first = 0 if window is None else max(0, self.start - window + 1)
+        keys, values = self.cache.read(slot, first, self.end)
+        if self.length == 1:
+            return keys, values, None
+        if self.start == 0 and (window is None or window >= self.end):
+            return keys, values, CAUSAL
+        queries = torch.arange(self.start, self.end, device=keys.device)
+        return keys, values, self._mask(window, queries, first, self.end)
+
+    def _mask(self, window: int | None, queries: torch.Tensor, first: int, end: int) -> torch.Tensor:
+        if window not in self._masks:
+            self._masks[window] = visible(queries, torch.arange(first, end, device=queries.device), window)
+        return self._masks[window]
+
+
+class DecoderBlock:
+    """Pre-norm attention + MLP with the ingredients its family names, over one HF decoder layer's weights."""
+
+    def __init__(self, layer: nn.Module, family: Family, config, slot: int, position: int,
+                 kernel: LinearKernel) -> None:
+        self.module, self.slot, self.position = layer, slot, position
+        eps = getattr(config, family.eps_attr)
+        norm = NORMS[family.norm_kind]
+
+        def optional_norm(name: str | None):
+            return norm(layer.get_submodule(name), eps) if name else None
+
+        self.attn_norm, self.mlp_norm = norm(layer.get_submodule(family.attn_norm), eps), optional_norm(family.mlp_norm)
+        self.post_attn_norm, self.post_mlp_norm = optional_norm(family.post_attn_norm), optional_norm(family.post_mlp_norm)
+        self.qk_norms = tuple(optional_norm(n) for n in family.qk_norms) if family.qk_norms else None
+        self.qkv = [bind_projection(layer.get_submodule(n), kernel) for n in family.qkv]
+        self.o_proj = bind_projection(layer.get_submodule(family.o_proj), kernel)
+        self.mlp_in = [bind_projection(layer.get_submodule(n), kernel) for n in family.mlp_in]
+        self.mlp_out = bind_projection(layer.get_submodule(family.mlp_out), kernel)
+        self.gated_mlp = family.gated_mlp
+        self.act = get_activation(getattr(config, family.activation_attr))
+        self.heads = config.num_attention_heads
+        self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.split = (self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim)
+        self.scale = family.attn_scale(config, self.head_dim)
+        self.window = family.window(config, position)
+        self.softcap = getattr(config, family.attn_softcap_attr, None) if family.attn_softcap_attr else None
+
+    def project_qkv(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(1, T, d) -> q (1, H, T, Dh), k and v (1, KV, T, Dh), q/k-normed when the family says so."""
+        b, t, _ = h.shape
+        if len(self.qkv) == 3:
+            q, k, v = (p(h) for p in self.qkv)
+        else:
+            q, k, v = self.qkv[0](h).split(self.split, dim=-1)
+        q = q.view(b, t, self.heads, self.head_dim)
+        k = k.view(b, t, self.kv_heads, self.head_dim)
+        if self.qk_norms:
+            q, k = self.qk_norms[0](q), self.qk_norms[1](k)
+        return q.transpose(1, 2), k.transpose(1, 2), v.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+
+    def attention(self, x: torch.Tensor, step: Step) -> torch.Tensor:
+        q, k, v = self.project_qkv(self.attn_norm(x))
+        if step.cos is not None:
+            q, k = apply_rotary(q, k, step.cos, step.sin)
+        step.store(self.slot, k, v)
+        keys, values, mask = step.context(self.slot, self.window)
+        out = attend(q, keys, values, self.scale, mask, self.softcap)  # (1, H, T, Dh)
+        out = self.o_proj(out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
+        return self.post_attn_norm(out) if self.post_attn_norm else out
+
+    def mlp(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.mlp_norm(x)
+        if not self.gated_mlp:
+            out = self.mlp_out(self.act(self.mlp_in[0](h)))
+        else:
+            if len(self.mlp_in) == 2:
+                gate, up = self.mlp_in[0](h), self.mlp_in[1](h)
+            else:
+                gate, up = self.mlp_in[0](h).chunk(2, dim=-1)
+            out = self.mlp_out(self.act(gate) * up)
+        return self.post_mlp_norm(out) if self.post_mlp_norm else out
+
+    def __call__(self, x: torch.Tensor, step: Step) -> torch.Tensor:
+        x = x + self.attention(x, step)
+        return x + self.mlp(x)
+
+
+class StandInBlock:
+    """x + f(x): a fitted linear map that stands in for a removed run of layers (no attention, no cache)."""
+
+    slot = None
+    position = None
+
+    def __init__(self, module: nn.Module, kernel: LinearKernel) -> None:
+        self.module = module
+        self.project = bind_projection(module, kernel)
+
+    def __call__(self, x: torch.Tensor, step: Step) -> torch.Tensor:
+        return x + self.project(x)

@@ -1,0 +1,213 @@
+"""Our forward of a supported Hugging Face causal LM: embedding, a range of blocks over a preallocated KV cache,
+final norm and LM head, computed from the weights of the loaded HF modules.
+
+No HF decoder layer, attention module or cache object is called: the model's module tree only supplies weights
+(so surgery on it, low-rank factor modules and `save_pretrained` keep working). Kernel choices are made in
+`prepare()`, once, before anything is timed; call it again after changing the model's structure.
+
+Every caller (the decoding strategies, calibration, perplexity) goes through `run`, telling the engine which
+phase it is in so that a layer policy (gated skipping) never has to guess.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import sdpa_kernel
+
+from layerbench.engine.attention import attention_backends, describe
+from layerbench.engine.blocks import DecoderBlock, StandInBlock, Step
+from layerbench.engine.kv_cache import KVCache
+from layerbench.engine.linear_kernels import bind_projection, choose_kernel
+from layerbench.engine.norms import NORMS
+from layerbench.engine.rope import RotaryTable
+from layerbench.engine.static_steps import StaticSteps
+from layerbench.errors import UsageError
+from layerbench.models.addons import get_addons
+from layerbench.models.families import get_family
+
+PREFILL, DECODE, VERIFY = "prefill", "decode", "verify"
+
+Block = DecoderBlock | StandInBlock
+
+
+class LayerObserver(Protocol):
+    def __call__(self, block: Block, before: torch.Tensor, after: torch.Tensor, phase: str) -> None: ...
+
+
+class LayerPolicy(Protocol):
+    """Decides per pass which decoder-layer positions are skipped (gated skipping)."""
+
+    def begin(self, phase: str) -> frozenset[int]: ...
+
+    def observe(self, block: Block, before: torch.Tensor, after: torch.Tensor, phase: str) -> None: ...
+
+    def skipped_block(self, block: Block, hidden: torch.Tensor, phase: str) -> None: ...
+
+    def end(self, phase: str) -> None: ...
+
+
+@dataclass
+class EngineOptions:
+    linear_kernel: str = "auto"  # auto | tuned | torch | few_row_mm | module (see linear_kernels)
+    attention_backend: str = "auto"  # see attention.BACKENDS
+
+
+class Engine:
+    def __init__(self, model: nn.Module, options: EngineOptions | None = None) -> None:
+        self.model = model
+        self.options = options or EngineOptions()
+        self.family = get_family(model)
+        self.observers: list[LayerObserver] = []
+        self.policy: LayerPolicy | None = None
+        self.kernel = choose_kernel(self.options.linear_kernel, model)
+        self.attention_backends = attention_backends(self.options.attention_backend,
+                                                     next(model.parameters()).device)
+        self.static: StaticSteps | None = None
+        self.prepare()
+
+    @property
+    def linear_kernel(self) -> str:
+        return self.kernel.name
+
+    @property
+    def attention_kernel(self) -> dict:
+        return describe(self.attention_backends)
+
+    def prepare(self) -> None:
+        """Bind every block to the model's current modules and choose kernels."""
+        model, family, config = self.model, self.family, self.model.config
+        first_param = next(model.parameters())
+        self.device, self.dtype = first_param.device, first_param.dtype
+        self.blocks = self._build_blocks()
+        decoders = [b for b in self.blocks if isinstance(b, DecoderBlock)]
+        self.num_decoder_layers = len(decoders)
+        self.kv_heads, self.head_dim = decoders[0].kv_heads, decoders[0].head_dim
+        eps = getattr(config, family.eps_attr)
+        self.final_norm = NORMS[family.norm_kind](family.final_norm(model), eps)
+        self.head = bind_projection(family.head(model), self.kernel)
+        self.final_softcap = getattr(config, family.final_softcap_attr, None) if family.final_softcap_attr else None
+        self.embed_weight = family.embedding(model).weight
+        scale = family.embed_scale(config)
+        self.embed_scale = torch.tensor(scale, dtype=torch.float32).to(self.dtype) if scale else None
+        self.position_weight = (model.get_submodule(family.position_embed_path).weight
+                                if family.position_embed_path else None)
+        self.rotary = RotaryTable(config, self.head_dim, self.device, self.dtype) if family.rotary else None
+        addons = get_addons(model)
+        self.exit_adapters = {int(k): bind_projection(m, self.kernel)
+                              for k, m in (addons.exit_adapters.items() if addons else [])}
+
+    def _build_blocks(self) -> list[Block]:
+        layers = self.family.layers(self.model)
+        addons = get_addons(self.model)
+        stand_ins = addons.stand_ins if addons is not None else {}
+        blocks: list[Block] = []
+        for position in range(len(layers) + 1):
+            if str(position) in stand_ins:
+                blocks.append(StandInBlock(stand_ins[str(position)], self.kernel))
+            if position < len(layers):
+                layer = getattr(layers[position], "wrapped", layers[position])  # see surgery.gating.GatedLayer
+                blocks.append(DecoderBlock(layer, self.family, self.model.config, slot=position,
+                                           position=position, kernel=self.kernel))
+        return blocks
+
+    @property
+    def num_layers(self) -> int:
+        """Blocks the engine runs in sequence (decoder layers plus any stand-ins)."""
+        return len(self.blocks)
+
+    def new_cache(self, capacity: int, shared: bool = True) -> KVCache:
+        """A cache for one sequence of up to `capacity` positions. With static steps and `shared`, the engine's
+        own reused cache, which captured graphs keep pointing at; otherwise a private one (eager passes only)."""
+        if self.static is not None and shared:
+            return self.static.cache_for(capacity)
+        if self.rotary is not None:
+            self.rotary.reserve(capacity)
+        return KVCache(self.num_decoder_layers, self.kv_heads, self.head_dim, capacity, self.dtype, self.device)
+
+    def embed(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """(1, T) token ids at `positions` (T,) -> (1, T, d)."""
+        hidden = F.embedding(input_ids, self.embed_weight)
+        if self.embed_scale is not None:
+            hidden = hidden * self.embed_scale
+        if self.position_weight is not None:
+            hidden = hidden + F.embedding(positions, self.position_weight)
+        return hidden
+
+    def forward(self, hidden: torch.Tensor, cache: KVCache, start: int, first: int, last: int, phase: str,
+                positions: torch.Tensor | None = None, observe: bool = True) -> torch.Tensor:
+        """Blocks [first, last) over hidden states (1, T, d) at positions start.. (or, static, at the device
+        tensor `positions`), writing their keys/values. `observe=False` while a step is being captured."""
+        step = Step(start, hidden.shape[1], cache, positions=positions)
+        if self.rotary is not None:
+            step.cos, step.sin = (self.rotary.slice(start, hidden.shape[1]) if positions is None
+                                  else self.rotary.gather(positions))
+        if self.attention_backends is None:
+            return self._blocks(hidden, step, first, last, phase, observe)
+        with sdpa_kernel(self.attention_backends, set_priority=True):
+            return self._blocks(hidden, step, first, last, phase, observe)
+
+    def _blocks(self, hidden: torch.Tensor, step: Step, first: int, last: int, phase: str,
+                observe: bool) -> torch.Tensor:
+        policy = self.policy
+        skipped = policy.begin(phase) if policy is not None else ()
+        observers = self.observers if observe else ()
+        for block in self.blocks[first:last]:
+            if block.position in skipped:
+                policy.skipped_block(block, hidden, phase)
+                continue
+            out = block(hidden, step)
+            for observe in observers:
+                observe(block, hidden, out, phase)
+            if policy is not None:
+                policy.observe(block, hidden, out, phase)
+            hidden = out
+        if policy is not None:
+            policy.end(phase)
+        return hidden
+
+    def run(self, cache: KVCache, start: int, first: int, last: int, input_ids: torch.Tensor | None = None,
+            hidden: torch.Tensor | None = None, phase: str = DECODE) -> torch.Tensor:
+        """Blocks [first, last) on tokens at positions start.., from ids (embedded here) or from the hidden
+        states entering block `first`. A decode or verification pass whose shape has a prepared static step
+        replays it."""
+        if self.static is not None and phase != PREFILL and cache is self.static.cache:
+            step = self.static.find(first, last, input_ids if hidden is None else hidden)
+            if step is not None:
+                return step(start, input_ids if hidden is None else hidden, phase)
+        if hidden is None:
+            length = input_ids.shape[1]
+            hidden = self.embed(input_ids, torch.arange(start, start + length, device=input_ids.device))
+        return self.forward(hidden, cache, start, first, last, phase)
+
+    def notify(self, first: int, last: int, before: torch.Tensor, after: torch.Tensor, phase: str) -> None:
+        """Tell observers about blocks [first, last) that a replayed step ran (they see shapes, not per-block
+        values)."""
+        for block in self.blocks[first:last]:
+            for observe in self.observers:
+                observe(block, before, after, phase)
+
+    def use_static_steps(self, capacity: int, shapes: list[tuple[int, int, int, bool]], graphs: bool) -> None:
+        """Prepare fixed-shape steps (first, last, tokens, from_ids) over one reused cache of `capacity`
+        positions; with `graphs` (CUDA only) each is captured as a CUDA graph now, before anything is timed."""
+        if self.policy is not None:
+            raise UsageError("static steps need the same layers at every step; a layer policy (gated skipping) "
+                             "decides them per sequence")
+        self.static = StaticSteps(self, capacity, shapes, graphs)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final norm and LM head (with Gemma 2's final soft-capping)."""
+        logits = self.head(self.final_norm(hidden))
+        if self.final_softcap is not None:
+            logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
+        return logits
+
+    def exit_logits(self, hidden: torch.Tensor, exit_layer: int) -> torch.Tensor:
+        """Logits from the hidden state after block exit_layer - 1, through its exit adapter when one is fitted."""
+        adapter = self.exit_adapters.get(exit_layer)
+        if adapter is not None:
+            hidden = hidden + adapter(hidden)
+        return self.logits(hidden)

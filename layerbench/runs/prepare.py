@@ -1,0 +1,141 @@
+"""Step 2 of a benchmark run: load the model, prune it (calibrating once, on rank 0), fit exit adapters, and
+build the engine and everything generation needs. Nothing here is timed; every kernel choice is made here."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from layerbench.decoding import STRATEGIES, GenerationConfig, GenerationStrategy
+from layerbench.decoding.sampling import StopCondition
+from layerbench.engine.engine import Engine, EngineOptions
+from layerbench.errors import UsageError
+from layerbench.evaluation import datasets
+from layerbench.models.loading import LoadedModel, load_model
+from layerbench.runs import distributed
+from layerbench.runs.arguments import validate_exit_layer
+from layerbench.runs.plan import Plan
+from layerbench.surgery.calibration import Calibration
+from layerbench.surgery.exit_adapter import fit_exit_adapter, install_exit_adapter
+from layerbench.surgery.prune_model import PruneModel
+
+CALIBRATION_FALLBACK = "aclsum_summarization"
+
+
+@dataclass
+class Prepared:
+    loaded: LoadedModel
+    pruner: PruneModel
+    engine: Engine
+    strategy: GenerationStrategy
+    generation: GenerationConfig
+    stop: StopCondition
+    prompts: dict[str, list[int]]  # sample id -> prompt token ids
+    use_chat: bool
+    load_seconds: float
+    cuda_graphs: str = "off"
+
+
+def calibration_loader(plan: Plan, tokenizer):
+    """Calibration text: the train split of the calibration dataset (default: --dataset, or aclsum when --dataset
+    has no train split). Evaluated samples are always excluded."""
+    p, d, seed = plan.args.prune, plan.args.dataset, plan.args.benchmark.seed
+    eval_ids = {s.sample_id for s in plan.samples}
+
+    def load() -> Calibration:
+        name = p.calibration_dataset or (d.dataset if datasets.get_spec(d.dataset).train_split
+                                         else CALIBRATION_FALLBACK)
+        spec = datasets.get_spec(name)
+        split = spec.train_split or spec.eval_split
+        _, samples = datasets.load_split(name, split, plan.options)
+        overlap = name == d.dataset and split == plan.split
+        pool = [s for s in samples if not (overlap and s.sample_id in eval_ids)]
+        chosen = datasets.select_samples(pool, min(p.calibration_samples, len(pool)), seed, shuffle=True)
+        fmt = plan.template if name == d.dataset else spec.template
+        ids = [tokenizer(fmt.format(input=s.input) + " " + s.reference.strip())["input_ids"] for s in chosen]
+        return Calibration(ids, {"dataset": name, "split": split, "seed": seed,
+                                 "excluded_evaluated_samples": overlap})
+    return load
+
+
+def prune(plan: Plan, loaded: LoadedModel) -> PruneModel:
+    """Apply the prune method; calibration runs once, on rank 0, and every other rank applies its decision."""
+    info = plan.info
+    pruner = PruneModel(loaded.model, loaded.tokenizer, plan.prune_config,
+                        calibration_loader(plan, loaded.tokenizer))
+    validate_exit_layer(plan.args.generation, pruner.num_layers_original)
+    if info.is_main:
+        pruner.apply()
+    decision = distributed.broadcast(pruner.decision() if info.is_main else None, info)
+    if not info.is_main:
+        pruner.apply(decision)
+    return pruner
+
+
+def mapped_exit_layer(plan: Plan, pruner: PruneModel) -> int:
+    g = plan.args.generation
+    exit_layer = pruner.map_exit_layer(g.exit_layer) if g.exit_layer > 0 else -1
+    if g.exit_layer > 0 and exit_layer == 0:
+        raise UsageError(f"--exit_layer {g.exit_layer}: every layer below it was pruned; the draft would be empty")
+    if g.generation_strategy == "self_speculative" and exit_layer >= pruner.num_blocks:
+        raise UsageError(f"--exit_layer {g.exit_layer}: every layer from it on was pruned, so the draft would be "
+                         f"the whole {pruner.num_layers}-layer model")
+    pruner.report["exit_layer_original"] = g.exit_layer
+    pruner.report["exit_layer_pruned"] = exit_layer
+    return exit_layer
+
+
+def stop_condition(plan: Plan, loaded: LoadedModel) -> StopCondition:
+    g = plan.args.generation
+    stop_ids = set(g.stop_token_ids or [])
+    config = loaded.model.generation_config
+    eos = config.eos_token_id if config else None
+    for e in (eos if isinstance(eos, list) else [eos]) + [loaded.tokenizer.eos_token_id]:
+        if e is not None:
+            stop_ids.add(int(e))
+    return StopCondition(stop_ids, list(g.stop_words or []), loaded.tokenizer)
+
+
+def prepare(plan: Plan) -> Prepared:
+    b, d, g = plan.args.benchmark, plan.args.dataset, plan.args.generation
+    torch.manual_seed(b.seed)
+    device = distributed.init(plan.info, b.device)
+    loaded = load_model(b.model, b.dtype, device, b.device_map)
+    pruner = prune(plan, loaded)
+    exit_layer = mapped_exit_layer(plan, pruner)
+    if g.exit_adapter != "none":  # fitted once, on rank 0
+        fitted = fit_exit_adapter(pruner, exit_layer) if plan.info.is_main else None
+        fitted = distributed.broadcast(fitted, plan.info)
+        pruner.report["exit_adapter"] = install_exit_adapter(pruner, fitted)
+    if plan.args.prune.save_pruned_model and plan.info.is_main:
+        pruner.save(plan.args.prune.save_pruned_model)
+        pruner.report["saved_to"] = os.path.abspath(plan.args.prune.save_pruned_model)
+    options = EngineOptions(linear_kernel=b.linear_kernel, attention_backend=b.attention_backend)
+    engine = pruner.attach(Engine(loaded.model, options))
+    tokenizer = loaded.tokenizer
+    use_chat = datasets.use_chat_template(tokenizer, d.chat_template)
+    prompts = {s.sample_id: datasets.build_prompt(tokenizer, plan.shots + plan.template.format(input=s.input),
+                                                  use_chat) for s in plan.samples}
+    generation = GenerationConfig(max_steps=g.max_steps, exit_layer=exit_layer,
+                                  num_speculations=max(g.num_speculations, 0), draft_confidence=g.draft_confidence)
+    strategy = STRATEGIES[g.generation_strategy]
+    graphs = prepare_graphs(plan, engine, strategy, generation, max(map(len, prompts.values())))
+    return Prepared(loaded=loaded, pruner=pruner, engine=engine, strategy=strategy, generation=generation,
+                    stop=stop_condition(plan, loaded), prompts=prompts, use_chat=use_chat,
+                    load_seconds=loaded.load_seconds, cuda_graphs=graphs)
+
+
+def prepare_graphs(plan: Plan, engine: Engine, strategy: GenerationStrategy, generation: GenerationConfig,
+                   longest_prompt: int) -> str:
+    """Capture every fixed-shape step of the strategy as a CUDA graph (before timing), or say why not."""
+    requested = plan.args.benchmark.cuda_graphs
+    if requested == "off" or (requested == "auto" and engine.device.type != "cuda"):
+        return "off"
+    if engine.device.type != "cuda":
+        raise UsageError("--cuda_graphs on needs a CUDA device")
+    if engine.policy is not None:
+        return "off (gated skipping decides its layers per sample; those steps run eagerly)"
+    engine.use_static_steps(strategy.capacity(longest_prompt, generation),
+                            strategy.static_shapes(engine, generation), graphs=True)
+    return f"on ({len(engine.static.steps)} captured steps)"

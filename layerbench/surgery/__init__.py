@@ -1,0 +1,2 @@
+"""Pruning, compression and skipping methods applied to a loaded model (`PruneModel`, registry
+`PRUNE_METHODS`)."""

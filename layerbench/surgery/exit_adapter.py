@@ -1,0 +1,46 @@
+"""Exit adapters (Tuned Lens / Kangaroo style, fitted in closed form): a map h_L ~ h_E + h_E W + b from the hidden
+state after the first E blocks to the last block's output (both before the final norm), applied before the final
+norm and LM head whenever the model exits early or drafts. Verification never uses it, so greedy self-speculative
+output stays identical to autoregressive output."""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from layerbench.engine.engine import Engine
+from layerbench.models.addons import get_addons
+from layerbench.surgery.calibration import calibration_sequences, run_calibration
+from layerbench.surgery.linear_fit import ResidualFit, residual_linear
+
+if TYPE_CHECKING:
+    from layerbench.surgery.prune_model import PruneModel
+
+
+def fit_exit_adapter(pm: PruneModel, exit_layer: int) -> dict:
+    """Fit the adapter for exiting after block `exit_layer` - 1 of the (pruned) model. Returns W, b and the
+    report; `install_exit_adapter` puts it in place."""
+    t0 = time.perf_counter()
+    seqs, info = calibration_sequences(pm.calibration(), pm.config.calibration_samples,
+                                       pm.config.calibration_max_length)
+    engine = Engine(pm.model)
+    fit = ResidualFit(engine.embed_weight.shape[1])
+    exit_block, last_block = engine.blocks[exit_layer], engine.blocks[-1]
+    state: dict = {}
+
+    def observe(block, before, after, phase):
+        if block is exit_block:
+            state["x"] = before[0]
+        if block is last_block:
+            fit.add(state.pop("x"), after[0])
+
+    run_calibration(engine, seqs, observe, desc="exit-adapter calibration")
+    W, b, report = fit.solve()
+    report.update(exit_layer=exit_layer, fit_seconds=time.perf_counter() - t0, calibration=info)
+    return {"exit_layer": exit_layer, "W": W, "b": b, "report": report}
+
+
+def install_exit_adapter(pm: PruneModel, fitted: dict) -> dict:
+    like = next(pm.model.parameters())
+    module = residual_linear(fitted["W"], fitted["b"], like)
+    get_addons(pm.model, create=True).exit_adapters[str(fitted["exit_layer"])] = module
+    return {"kind": "linear", "parameters": sum(p.numel() for p in module.parameters()), **fitted["report"]}

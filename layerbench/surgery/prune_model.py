@@ -1,0 +1,217 @@
+"""PruneModel: applies one pruning method to a loaded model and reports exactly what it did.
+
+Methods (registry `PRUNE_METHODS`):
+  base     nothing, no calibration pass
+  angular  remove the n consecutive layers whose input and output are closest in angular distance
+           (Gromov et al. 2024), measured on held-out calibration text
+  random   drop each layer independently with probability p (seeded local RNG)
+  lowrank  factorize the linear maps of the cold layers (truncated SVD or activation-aware ASVD)
+  gated    skip cold layers per sequence by their measured temperature (see gating.py)
+Removed layers are deleted from the module list and released: they hold no memory and run no compute.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from layerbench.engine.engine import Engine
+from layerbench.errors import UsageError
+from layerbench.models.families import get_family
+from layerbench.surgery.angular import prune_angular
+from layerbench.surgery.calibration import Calibration
+from layerbench.surgery.compression_and_skipping import CompressionAndSkipping
+from layerbench.surgery.config import PruneConfig, validate_config
+from layerbench.surgery.counting import LayerCallCounter
+from layerbench.surgery.gating import unwrap
+from layerbench.surgery.layers import count_parameters, keep_layers, tensor_bytes
+from layerbench.surgery.random_dropout import prune_random
+from layerbench.surgery.stand_in import fit_stand_ins, insert_stand_ins
+
+
+class PruneModel(CompressionAndSkipping):
+    def __init__(self, model: nn.Module, tokenizer, config: PruneConfig,
+                 calibration: Callable[[], Calibration] | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.family = get_family(model)
+        self._calibration = calibration
+        layers = list(self.family.layers(model))
+        self.num_layers_original = len(layers)
+        self.num_parameters_original = count_parameters(model)
+        self.num_bytes_original = self.num_bytes()
+        self.layer_params_original = [sum(p.numel() for p in layer.parameters()) for layer in layers]
+        self.kept_layers = list(range(self.num_layers_original))  # original indices, in order
+        self.report: dict = {"method": config.method}
+        self.counter = LayerCallCounter(self.num_layers_original)
+        self.counter.track(dict(enumerate(layers)))
+        self.decided: dict = {}  # another rank's calibration result (see decision())
+        self.stand_in_runs: list[tuple[int, int]] = []  # [start, end) in original indices, one per stand-in
+        self._stand_ins: list[dict] = []  # fitted stand-in tensors (for decision())
+
+    # ---- structure -------------------------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return len(self.kept_layers)
+
+    def layer_modules(self) -> list[nn.Module]:
+        """The current decoder layers (inside any gating wrapper)."""
+        return [unwrap(layer) for layer in self.family.layers(self.model)]
+
+    def remove_layers(self, original_indices: list[int]) -> None:
+        drop = set(original_indices)
+        keep_positions = [pos for pos, orig in enumerate(self.kept_layers) if orig not in drop]
+        keep_layers(self.model, self.family, keep_positions)
+        self.kept_layers = [self.kept_layers[p] for p in keep_positions]
+        self.counter.track(dict(zip(self.kept_layers, self.layer_modules())))
+
+    def remove(self, original_indices: list[int]) -> None:
+        """Remove layers the way the config says: plainly, or with a fitted stand-in for each removed run."""
+        if self.config.stand_in == "none":
+            self.remove_layers(original_indices)
+            return
+        drop = set(original_indices)
+        original_of = list(self.kept_layers)
+        positions = [pos for pos, orig in enumerate(original_of) if orig in drop]
+        self._stand_ins = self.decided.get("stand_ins") or fit_stand_ins(self, positions)
+        self.remove_layers(original_indices)
+        self.report["stand_in"] = {"kind": self.config.stand_in,
+                                   "runs": insert_stand_ins(self, self._stand_ins, original_of)}
+
+    @property
+    def num_blocks(self) -> int:
+        """Blocks the engine runs: kept layers plus stand-ins."""
+        return self.num_layers + len(self.stand_in_runs)
+
+    def map_exit_layer(self, exit_layer: int) -> int:
+        """An exit layer E of the original model -> the number of engine blocks computing original layers below
+        E: the kept layers, and the stand-ins of runs that end at or below E."""
+        return (sum(1 for orig in self.kept_layers if orig < exit_layer)
+                + sum(1 for _, end in self.stand_in_runs if end <= exit_layer))
+
+    # ---- running -----------------------------------------------------------------------------------------
+    def decision(self) -> dict:
+        """What calibration decided (removed layers, ASVD scales): broadcast it so every rank prunes identically."""
+        out = {"report": dict(self.report)}
+        if self.compressor is not None and self.compressor.column_scales:
+            out["column_scales"] = {k: v.cpu() for k, v in self.compressor.column_scales.items()}
+        if self._stand_ins:
+            out["stand_ins"] = self._stand_ins
+        return out
+
+    def apply(self, decision: dict | None = None) -> dict:
+        """Apply the configured method; with `decision` (from another rank's `decision()`), reuse its calibration
+        result instead of calibrating again."""
+        self.decided = decision or {}
+        validate_config(self.config)
+        PRUNE_METHODS[self.config.method](self)
+        if not self.config.keep_originals and self.compressor is not None:
+            self.compressor.release_originals()
+        kept = set(self.kept_layers)
+        self.report.update({
+            "removed_layers": [i for i in range(self.num_layers_original) if i not in kept],
+            "kept_layers": list(self.kept_layers),
+            "num_layers_before": self.num_layers_original,
+            "num_layers_after": self.num_layers,
+            "num_parameters_before": self.num_parameters_original,
+            "num_parameters_after": count_parameters(self.model),
+            "num_bytes_before": self.num_bytes_original,
+            "num_bytes_after": self.num_bytes(),
+        })
+        return self.report
+
+    def attach(self, engine: Engine) -> Engine:
+        """Let `engine` report layer calls to this model's counter and ask the gate (if any) what to skip."""
+        if self.counter not in engine.observers:
+            engine.observers.append(self.counter)
+        engine.policy = self.gate
+        return engine
+
+    def start_counting(self) -> None:
+        self.counter.reset()
+        if self.gate:
+            self.gate.reset_counts()
+
+    @contextmanager
+    def counting_paused(self) -> Iterator[None]:
+        """Layer calls inside this block are not counted (scoring is not generation)."""
+        self.counter.paused = True
+        if self.gate is not None:
+            self.gate.counting = False
+        try:
+            yield
+        finally:
+            self.counter.paused = False
+            if self.gate is not None:
+                self.gate.counting = True
+
+    def layer_call_counts(self) -> list[int]:
+        return self.counter.snapshot()
+
+    # ---- reporting -------------------------------------------------------------------------------------
+    def retained_tensors(self) -> list[torch.Tensor]:
+        """Tensors held for the model outside its own parameters and buffers (dense originals kept for
+        re-factorization)."""
+        return self.compressor.retained_tensors() if self.compressor is not None else []
+
+    def num_bytes(self) -> int:
+        """Bytes of every tensor held for the model: parameters, buffers, and what this object retains for it."""
+        return tensor_bytes([*self.model.parameters(), *self.model.buffers(), *self.retained_tensors()])
+
+    def get_metrics(self) -> dict:
+        """What actually ran since counting started: layer calls executed/skipped, parameters, and matmul FLOPs
+        (2 x weights per token position) saved against the original dense model."""
+        executed_tokens = self.counter.token_snapshot()
+        kept = {orig: pos for pos, orig in enumerate(self.kept_layers)}
+        skipped_calls = [0] * self.num_layers_original
+        skipped_tokens = [0] * self.num_layers_original
+        if self.gate is not None:
+            for orig, pos in kept.items():
+                skipped_calls[orig], skipped_tokens[orig] = self.gate.skipped[pos], self.gate.skipped_tokens[pos]
+        current = [0] * self.num_layers_original
+        for orig, layer in zip(self.kept_layers, self.layer_modules()):
+            current[orig] = sum(p.numel() for p in layer.parameters())
+        executed = sum(self.counter.snapshot())
+        skipped = sum(skipped_calls)
+        baseline = sum(2 * p * (e + s) for p, e, s in zip(self.layer_params_original, executed_tokens, skipped_tokens))
+        actual = sum(2 * p * e for p, e in zip(current, executed_tokens))
+        params = count_parameters(self.model)
+        metrics = {
+            "layers_executed": executed, "layers_skipped": skipped,
+            "skip_ratio": skipped / (executed + skipped) if executed + skipped else 0.0,
+            "num_parameters": params, "num_parameters_original": self.num_parameters_original,
+            "compression_ratio": params / self.num_parameters_original,
+            "layer_flops_baseline": baseline, "layer_flops_saved": baseline - actual,
+            "layer_flops_saved_fraction": (baseline - actual) / baseline if baseline else 0.0,
+        }
+        if self.gate is not None:
+            calls = self.gate.decode_executed + self.gate.decode_skipped
+            metrics.update({"decode_layers_executed": self.gate.decode_executed,
+                            "decode_layers_skipped": self.gate.decode_skipped,
+                            "decode_skip_ratio": self.gate.decode_skipped / calls if calls else 0.0})
+        return metrics
+
+    def sample_report(self) -> dict | None:
+        return self.gate.sequence_report() if self.gate is not None else None
+
+    def calibration(self) -> Calibration:
+        if self._calibration is None:
+            raise UsageError(f"--prune_method {self.config.method} needs calibration data")
+        return self._calibration()
+
+    def save(self, directory: str) -> None:
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+
+
+PRUNE_METHODS: dict[str, Callable[[PruneModel], None]] = {
+    "base": lambda pm: None,
+    "angular": prune_angular,
+    "random": prune_random,
+    "lowrank": lambda pm: pm.apply_low_rank_factorization(),
+    "gated": lambda pm: pm.update_model_with_gating(),
+}

@@ -1,0 +1,77 @@
+"""Linear stand-ins for removed layers (in the spirit of LLM-Streamline and ReplaceMe, fitted in closed form):
+each maximal run of removed layers [l, l+n) is replaced by x + x W + b, fitted so that it maps the hidden state
+entering layer l to the one entering layer l + n on calibration tokens of the unpruned model."""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import torch
+
+from layerbench.engine.engine import Engine
+from layerbench.models.addons import get_addons
+from layerbench.surgery.calibration import calibration_sequences, run_calibration
+from layerbench.surgery.linear_fit import ResidualFit, residual_linear
+
+if TYPE_CHECKING:
+    from layerbench.surgery.prune_model import PruneModel
+
+
+def removed_runs(positions: list[int]) -> list[tuple[int, int]]:
+    """Maximal runs of consecutive positions as (start, length)."""
+    runs: list[tuple[int, int]] = []
+    for p in sorted(positions):
+        if runs and runs[-1][0] + runs[-1][1] == p:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((p, 1))
+    return runs
+
+
+def fit_stand_ins(pm: PruneModel, removed_positions: list[int]) -> list[dict]:
+    """Fit one map per run of `removed_positions` (current layer positions, before removal)."""
+    runs = removed_runs(removed_positions)
+    t0 = time.perf_counter()
+    seqs, info = calibration_sequences(pm.calibration(), pm.config.calibration_samples,
+                                       pm.config.calibration_max_length)
+    engine = Engine(pm.model)
+    dim = engine.embed_weight.shape[1]
+    fits = {run: ResidualFit(dim) for run in runs}
+    starts = {start: run for run, start in ((r, r[0]) for r in runs)}
+    ends = {run[0] + run[1] - 1: run for run in runs}
+    inputs: dict[tuple[int, int], torch.Tensor] = {}
+
+    def observe(block, before, after, phase):
+        if block.position in starts:
+            inputs[starts[block.position]] = before[0]
+        if block.position in ends:
+            run = ends[block.position]
+            fits[run].add(inputs.pop(run), after[0])
+
+    run_calibration(engine, seqs, observe, desc="stand-in calibration")
+    fitted = []
+    for run in runs:
+        W, b, report = fits[run].solve()
+        fitted.append({"start": run[0], "length": run[1], "W": W, "b": b, "report": report})
+    seconds = time.perf_counter() - t0
+    for f in fitted:
+        f["report"].update(fit_seconds=seconds, calibration=info)
+    return fitted
+
+
+def insert_stand_ins(pm: PruneModel, fitted: list[dict], original_of: list[int]) -> list[dict]:
+    """Put each fitted map where its run was (after the removal); `original_of` maps the positions of the
+    pre-removal model to original layer indices. Returns the log entries."""
+    addons = get_addons(pm.model, create=True)
+    like = next(pm.model.parameters())
+    entries = []
+    for f in fitted:
+        first_orig = original_of[f["start"]]
+        position = sum(1 for orig in pm.kept_layers if orig < first_orig)
+        module = residual_linear(f["W"], f["b"], like)
+        addons.stand_ins[str(position)] = module
+        removed = original_of[f["start"]: f["start"] + f["length"]]
+        pm.stand_in_runs.append((removed[0], removed[-1] + 1))
+        entries.append({"removed_layers": removed, "inserted_before_position": position,
+                        "parameters": sum(p.numel() for p in module.parameters()), **f["report"]})
+    return entries

@@ -1,0 +1,166 @@
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import benchmark
+from layerbench.evaluation import datasets as data
+from layerbench.evaluation.code_execution import execute
+from tests.conftest import ROOT
+from tests.helpers import tiny_gpt2
+
+ENV = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+
+
+def _doc(out_dir):
+    [path] = [p for p in glob.glob(os.path.join(out_dir, "benchmark_*.json"))]
+    return path, json.load(open(path))
+
+
+def _records(out_dir, doc):
+    with open(os.path.join(out_dir, doc["samples_file"])) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.dist
+def test_torchrun_two_ranks_equal_single_process(tmp_path, tiny_model_dir):
+    args = ["--model", tiny_model_dir, "--num_samples", "5", "--max_steps", "12"]
+    assert benchmark.main(args + ["--output_dir", str(tmp_path / "single")]) == 0
+    proc = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", "benchmark.py", *args,
+                           "--output_dir", str(tmp_path / "ddp")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, single = _doc(tmp_path / "single")
+    _, ddp = _doc(tmp_path / "ddp")
+    assert ddp["complete"] and ddp["environment"]["world_size"] == 2
+    assert ddp["dataset"]["sample_ids"] == single["dataset"]["sample_ids"]
+    s_rec, d_rec = _records(tmp_path / "single", single), _records(tmp_path / "ddp", ddp)
+    assert [r["sample_id"] for r in d_rec] == single["dataset"]["sample_ids"]  # every sample once, in order
+    assert [r["prediction"] for r in d_rec] == [r["prediction"] for r in s_rec]
+    for key in ("rouge1", "rouge2", "rougeL", "rougeLsum", "corpus_bleu", "exact_match", "edit_distance", "num_tokens",
+                "perplexity"):
+        assert ddp["metrics"][key] == single["metrics"][key]
+    per_rank = ddp["throughput"]["per_rank"]
+    assert [t["samples"] for t in per_rank] == [3, 2]
+    assert ddp["throughput"]["aggregate_samples_per_second"] > 0
+    assert not glob.glob(str(tmp_path / "ddp" / "*rank*"))  # part files merged away
+
+
+@pytest.mark.dist
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, tiny_model_dir):
+    args = ["--model", tiny_model_dir, "--num_samples", "10", "--max_steps", "300"]
+    assert benchmark.main(args + ["--output_dir", str(tmp_path / "full")]) == 0
+    _, full = _doc(tmp_path / "full")
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "benchmark.py", *args, "--output_dir", str(out)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    deadline = time.time() + 240
+    samples_file = None
+    while time.time() < deadline:
+        files = glob.glob(str(out / "*_samples.jsonl"))
+        if files and sum(1 for _ in open(files[0])) >= 2:
+            samples_file = files[0]
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert samples_file, "the run never wrote two samples"
+    done_before = sum(1 for _ in open(samples_file))
+    assert 2 <= done_before < 10, "the run must be killed mid-way"
+    with open(samples_file, "a") as f:  # what a kill in the middle of a write leaves behind
+        f.write('{"sample_id": "torn')
+    json_path, killed = _doc(out)
+    assert killed["complete"] is False
+    assert benchmark.main(["--resume", json_path] + args + ["--output_dir", str(out)]) == 0
+    _, resumed = _doc(out)
+    records = _records(out, resumed)
+    assert resumed["complete"] and resumed["run_id"] == killed["run_id"]
+    assert [r["sample_id"] for r in records] == full["dataset"]["sample_ids"]
+    assert [r["prediction"] for r in records] == [r["prediction"] for r in _records(tmp_path / "full", full)]
+    for key in ("rouge1", "rouge2", "rougeL", "corpus_bleu", "exact_match", "edit_distance", "num_tokens", "perplexity"):
+        assert resumed["metrics"][key] == full["metrics"][key]
+    assert resumed["throughput"]["per_rank"][0]["samples"] == 10 - done_before
+
+
+def test_resume_with_different_configuration_is_refused(tmp_path, tiny_model_dir, capsys):
+    args = ["--model", tiny_model_dir, "--num_samples", "2", "--max_steps", "4", "--output_dir", str(tmp_path)]
+    assert benchmark.main(args) == 0
+    json_path, _ = _doc(tmp_path)
+    capsys.readouterr()
+    assert benchmark.main(["--resume", json_path, *args[:-2], "--max_steps", "5", "--output_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--max_steps (4 -> 5)" in err[0]
+    assert benchmark.main(["--resume", str(tmp_path / "nope.json")] + args) == 2
+
+
+def test_human_eval_checker_passes_canonical_solution_and_fails_junk():
+    _, problems = data.load_split("human_eval", None, data.DatasetOptions())
+    assert execute(problems[0], problems[0].reference, 5.0)["passed"] is True
+    assert execute(problems[0], "    return None\n", 5.0)["passed"] is False
+
+
+def test_execute_code_reports_pass_at_1(tmp_path, tiny_model_dir, capsys):
+    assert benchmark.main(["--model", tiny_model_dir, "--dataset", "human_eval", "--num_samples", "2",
+                           "--max_steps", "8", "--execute_code", "True", "--output_dir", str(tmp_path)]) == 0
+    assert "warning: --execute_code runs model-written code" in capsys.readouterr().err
+    _, doc = _doc(tmp_path)
+    records = _records(tmp_path, doc)
+    assert all("passed" in r and "execution_result" in r for r in records)
+    assert doc["metrics"]["pass@1"] == sum(r["passed"] for r in records) / 2
+
+
+@pytest.mark.dist
+def test_ctrl_c_writes_what_finished_as_incomplete(tmp_path, tiny_model_dir):
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, "benchmark.py", "--model", tiny_model_dir, "--num_samples", "10",
+                             "--max_steps", "300", "--output_dir", str(out)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        files = glob.glob(str(out / "*_samples.jsonl"))
+        if files and sum(1 for _ in open(files[0])) >= 2:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    _, doc = _doc(out)
+    records = _records(out, doc)
+    assert doc["complete"] is False
+    assert 2 <= doc["metrics"]["num_samples"] == len(records) < 10
+    assert doc["metrics"]["num_tokens"] == sum(r["num_tokens"] for r in records)
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2_dir(tmp_path_factory, embedded_tokenizer):
+    """GPT-2 with only 64 positions: a longer prompt makes its rank fail (position embedding out of range)."""
+    path = tmp_path_factory.mktemp("tiny_gpt2")
+    model = tiny_gpt2(num_layers=2, vocab=len(embedded_tokenizer))
+    model.config.n_positions = 64
+    model.transformer.wpe = type(model.transformer.wpe)(64, model.config.n_embd)
+    model.save_pretrained(path)
+    embedded_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.dist
+def test_a_failing_rank_fails_the_run_and_is_named(tmp_path, tiny_gpt2_dir):
+    rows = [{"prompt": "short prompt", "response": "x"}, {"prompt": "long " * 200, "response": "y"},
+            {"prompt": "short again", "response": "z"}, {"prompt": "fine", "response": "w"}]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    proc = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", "benchmark.py", "--model", tiny_gpt2_dir,
+                           "--dataset", "custom_jsonl", "--data_path", str(path), "--random_shuffle", "False",
+                           "--num_samples", "4", "--max_steps", "4", "--chat_template", "off", "--warmup", "False",
+                           "--output_dir", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=ENV)
+    assert proc.returncode != 0
+    assert "error: rank 1 failed: IndexError" in proc.stderr
+    _, doc = _doc(tmp_path / "out")
+    assert doc["complete"] is False
+    assert [r["sample_id"] for r in _records(tmp_path / "out", doc)] == ["0", "2"]  # rank 0's samples survive

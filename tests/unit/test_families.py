@@ -1,0 +1,91 @@
+"""Our own forward against Hugging Face's, for every supported family: a tiny random model of each (built here)
+must give the same logits as HF's forward (fp32, atol 1e-4 on logits of magnitude ~1-10) and the same 64 greedy
+tokens as HF generate, including prompts longer than the sliding window where the family has one."""
+import pytest
+import torch
+import transformers
+
+from layerbench.engine.engine import PREFILL, Engine
+from layerbench.errors import UsageError
+from layerbench.models.families import FAMILIES, get_family
+from tests.helpers import greedy, hf_greedy, prompt_ids
+
+VOCAB = 97
+COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.1, pad_token_id=0,
+              bos_token_id=None, eos_token_id=None)  # no EOS: HF min_new_tokens would mask it
+
+CONFIGS = {
+    "llama": lambda: transformers.LlamaConfig(**COMMON),
+    "llama_rope_llama3": lambda: transformers.LlamaConfig(**COMMON, rope_scaling={
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64}),
+    "llama_rope_linear": lambda: transformers.LlamaConfig(**COMMON, rope_scaling={"rope_type": "linear", "factor": 2.0}),
+    "qwen2_rope_yarn": lambda: transformers.Qwen2Config(**COMMON, rope_scaling={
+        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}),
+    "mistral_window": lambda: transformers.MistralConfig(**COMMON, sliding_window=8),
+    "qwen2": lambda: transformers.Qwen2Config(**COMMON),
+    "qwen3": lambda: transformers.Qwen3Config(**COMMON, head_dim=24),
+    "phi3": lambda: transformers.Phi3Config(**COMMON),
+    "phi3_partial_rotary": lambda: transformers.Phi3Config(**COMMON, partial_rotary_factor=0.5),
+    "gemma2_window_softcap": lambda: transformers.Gemma2Config(
+        **{**COMMON, "num_hidden_layers": 5}, head_dim=16, sliding_window=8, query_pre_attn_scalar=24,
+        attn_logit_softcapping=20.0, final_logit_softcapping=15.0, attn_implementation="eager"),
+    "gpt2": lambda: transformers.GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=4, n_head=4, n_positions=256,
+                                            initializer_range=0.1, bos_token_id=None, eos_token_id=None),
+}
+
+
+def build(name: str):
+    config = CONFIGS[name]()
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(config).eval()
+
+
+def test_every_family_is_covered():
+    assert {CONFIGS[name]().model_type for name in CONFIGS} == set(FAMILIES)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_logits_match_hf_forward(name):
+    model = build(name)
+    engine = Engine(model)
+    prompt = prompt_ids(3, 40, VOCAB)  # longer than every sliding window here
+    with torch.no_grad():
+        expected = model(prompt).logits
+        hidden = engine.run(engine.new_cache(40), 0, 0, engine.num_layers, input_ids=prompt, phase=PREFILL)
+        ours = engine.logits(hidden)
+    assert expected.abs().max() > 1  # not a degenerate model
+    torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_64_greedy_tokens_match_hf_generate(name):
+    model = build(name)
+    engine = Engine(model)
+    for seed, length in ((1, 5), (2, 30)):  # a short prompt, and one longer than the sliding windows
+        prompt = prompt_ids(seed, length, VOCAB)
+        assert greedy(engine, prompt, 64).token_ids == hf_greedy(model, prompt, 64), (seed, length)
+
+
+def test_sliding_window_changes_the_output():
+    """The window is really applied: the same weights without it predict differently on a long prompt."""
+    model = build("mistral_window")
+    prompt = prompt_ids(2, 30, VOCAB)
+    windowed = greedy(Engine(model), prompt, 16).token_ids
+    model.config.sliding_window = None
+    assert greedy(Engine(model), prompt, 16).token_ids != windowed
+
+
+def test_unsupported_model_type_is_a_usage_error():
+    model = build("llama")
+    model.config.model_type = "mamba"
+    with pytest.raises(UsageError, match="model type 'mamba' is not supported"):
+        get_family(model)
+
+
+def test_unsupported_rope_type_is_a_usage_error():
+    model = build("llama")
+    model.config.rope_parameters = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}
+    with pytest.raises(UsageError, match="rope type 'dynamic' is not supported"):
+        Engine(model)
