@@ -12,6 +12,9 @@ NUM_SPECULATIONS=${NUM_SPECULATIONS:--1}
 LAUNCHER=${LAUNCHER:-$PYTHON}             # e.g. "torchrun --nproc_per_node 2"
 OUTPUT_DIR=${OUTPUT_DIR:-logs/sweep}
 EXTRA_ARGS=${EXTRA_ARGS:-}
+SPEC_EXIT=${SPEC_EXIT:-20}                # self-speculative runs (exit adapter and its base)
+SPEC_D=${SPEC_D:-4}
+SPEC_CONFIDENCE=${SPEC_CONFIDENCE:-0.4}
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 
 mkdir -p "$OUTPUT_DIR/console"
@@ -29,6 +32,13 @@ run_one() {
     --max_steps "$MAX_STEPS" --generation_strategy "$STRATEGY" --exit_layer "$EXIT_LAYER" \
     --num_speculations "$NUM_SPECULATIONS" --output_dir "$OUTPUT_DIR" "$@" $EXTRA_ARGS \
     2>&1 | tee "$OUTPUT_DIR/console/${dataset}_${tag}.log"
+}
+
+# run_speculative DATASET TAG [benchmark flags...]: self-speculative at E=$SPEC_EXIT, d=$SPEC_D
+run_speculative() {
+  local dataset=$1 tag=$2
+  shift 2
+  STRATEGY=self_speculative EXIT_LAYER=$SPEC_EXIT NUM_SPECULATIONS=$SPEC_D run_one "$dataset" "$tag" "$@"
 }
 
 print_tables() {

@@ -7,6 +7,9 @@ fusing q/k/v and gate/up into one product per input would gain.
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import os
 import time
 
 import torch
@@ -17,6 +20,7 @@ from layerbench.engine.linear_kernels import KERNELS
 from layerbench.errors import OneLineArgumentParser, positive_int, run_script
 from layerbench.models.families import get_family
 from layerbench.models.loading import load_model
+from layerbench.runs.run_log import environment
 
 
 def parse() -> argparse.Namespace:
@@ -26,6 +30,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--rows", type=positive_int, nargs="+", default=[1, 5])
     ap.add_argument("--steps", type=positive_int, default=30)
     ap.add_argument("--rounds", type=positive_int, default=3)
+    ap.add_argument("--out", default="results/cpu", help="directory for linear_kernels_<timestamp>.json")
     return ap.parse_args()
 
 
@@ -106,6 +111,15 @@ def main() -> None:
     print(f"tuned kernel uses the few-row product at rows {engines['tuned'].kernel.detail['few_row_mm_rows']}")
     print(f"context: {model.config.num_hidden_layers} layers, {a.context} cached tokens, best of {a.rounds} "
           f"alternating rounds x {a.steps} steps, {torch.get_num_threads()} threads")
+    os.makedirs(a.out, exist_ok=True)
+    path = os.path.join(a.out, f"linear_kernels_{datetime.datetime.now():%Y%m%d_%H%M%S}.json")
+    with open(path, "w") as f:
+        json.dump({"args": vars(a), "environment": environment(torch.device("cpu"), 1),
+                   "columns": ["rows", "layers_ms_torch", "layers_ms_few_row_mm", "layers_ms_tuned", "head_ms_torch",
+                               "head_ms_few_row_mm", "head_ms_tuned", "fusion_speedup_torch",
+                               "fusion_speedup_few_row_mm"], "rows": table,
+                   "tuned_few_row_mm_rows": engines["tuned"].kernel.detail["few_row_mm_rows"]}, f, indent=1)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -21,23 +21,38 @@ from tabulate import tabulate
 CONFIG = ["dataset", "model", "strategy", "approach", "param", "exit_layer", "num_speculations", "samples"]
 BASE_KEY = ["dataset", "model", "strategy", "exit_layer", "num_speculations", "samples"]
 QUALITY = ["rouge1", "rouge2", "rougeL", "corpus_bleu", "exact_match", "perplexity"]
-SPEED = ["acceptance_rate", "tokens_per_second", "decode_tokens_per_second", "time_per_token", "total_time",
-         "num_parameters"]
+SPEED = ["acceptance_rate", "mean_draft_length", "tokens_per_second", "decode_tokens_per_second", "time_per_token",
+         "total_time", "num_parameters"]
 METRICS_COLUMNS = CONFIG + ["runs"] + QUALITY + ["acceptance_rate"] + [f"{q}_change" for q in QUALITY]
 METRICS_DISPLAY = CONFIG + ["runs"] + QUALITY + ["acceptance_rate", "rougeL_change", "corpus_bleu_change",
                                                  "perplexity_change"]
-TIMING_COLUMNS = CONFIG + ["runs", "tokens_per_second", "decode_tokens_per_second", "time_per_token", "total_time",
-                            "num_parameters", "speedup", "decode_speedup"]
+TIMING_COLUMNS = CONFIG + ["runs", "acceptance_rate", "mean_draft_length", "tokens_per_second",
+                            "decode_tokens_per_second", "time_per_token", "total_time", "num_parameters", "speedup",
+                            "decode_speedup"]
+
+def _stand_in(p: dict) -> str:
+    return f",stand_in={p['stand_in']}" if p.get("stand_in", "none") != "none" else ""
+
 
 # approach -> how its parameter is written in the tables
 PARAM_FORMATS = {
     "base": lambda p: "",
-    "angular": lambda p: f"n={p.get('prune_n')}",
-    "random": lambda p: f"p={p.get('dropout_threshold')},seed={p.get('prune_seed')}",
+    "angular": lambda p: f"n={p.get('prune_n')}" + _stand_in(p),
+    "random": lambda p: f"p={p.get('dropout_threshold')},seed={p.get('prune_seed')}" + _stand_in(p),
     "lowrank": lambda p: (f"r={p['compression_rank']}" if p.get("compression_rank") else f"rho={p.get('compression_ratio')}")
     + f",{p.get('lowrank_method', 'svd')}",
     "gated": lambda p: f"thr={p.get('skip_threshold')},compute={p.get('available_compute')}",
+    "exit_adapter": lambda p: p.get("exit_adapter", "") + (f",confidence={p['draft_confidence']}"
+                                                           if p.get("draft_confidence") is not None else ""),
 }
+
+
+def approach_of(args: dict, prune: dict) -> str:
+    """The prune method; a base model whose drafts or exits go through an exit adapter, or stop early by
+    confidence, is its own approach (so it is compared with the plain base, not mistaken for it)."""
+    method = prune.get("method", args.get("prune_method", "base"))
+    extras = args.get("exit_adapter", "none") != "none" or args.get("draft_confidence") is not None
+    return "exit_adapter" if method == "base" and extras else method
 
 
 class Skip(Exception):
@@ -70,7 +85,7 @@ def read_run(path: str) -> dict:
 
 def run_row(doc: dict) -> dict:
     args, metrics, prune = doc["args"], doc["metrics"], doc.get("prune", {})
-    approach = prune.get("method", args.get("prune_method", "base"))
+    approach = approach_of(args, prune)
     fmt = PARAM_FORMATS.get(approach, lambda p: "")
     strategy = args.get("generation_strategy")
     row = {

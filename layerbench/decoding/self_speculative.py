@@ -2,11 +2,15 @@
 
 Each round drafts up to d tokens with blocks [0, E) + final norm + LM head (through the exit adapter when one is
 fitted), then verifies them in ONE pass of blocks [E, L) over the exit-layer hidden states the draft already
-computed: blocks below E never run twice for a token; they run once more only for the last drafted token.
-Greedy: accept the longest agreeing prefix; sampling: speculative rejection sampling. The cache needs no crop:
-positions after the accepted ones are overwritten by the next round before anything reads them.
+computed: blocks below E never run twice for a token. Greedy: accept the longest agreeing prefix; sampling:
+speculative rejection sampling. The cache needs no crop: positions after the accepted ones are overwritten by
+the next round before anything reads them.
 
-With a draft confidence c, drafting stops early once a draft token's probability is below c (Kangaroo).
+A round that drafted all d tokens runs the last draft through blocks [0, E) too, so verification also yields the
+full model's next token after it (the bonus token, as in LayerSkip). A round that stopped early (a stop token, or
+with a draft confidence c a draft whose probability fell below c, as Kangaroo does) skips that pass: its last
+draft is still checked by the verification row before it, and when every draft is accepted the next round simply
+starts from the last one. Either way every committed token is one the full model chose.
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ from layerbench.engine.kv_cache import KVCache
 class SelfSpeculative(GenerationStrategy):
     def static_shapes(self, engine: Engine, config: GenerationConfig) -> list[tuple[int, int, int, bool]]:
         E, L = config.exit_layer, engine.num_layers
-        return [(0, E, 1, True)] + [(E, L, k + 1, False) for k in range(1, config.num_speculations + 1)]
+        # verification covers 1 .. d drafted tokens, plus the bonus row after a full round
+        return [(0, E, 1, True)] + [(E, L, rows, False) for rows in range(1, config.num_speculations + 2)]
 
     @torch.inference_mode()
     def generate(self, engine: Engine, prompt: torch.Tensor, config: GenerationConfig, chooser: TokenChooser,
@@ -39,9 +44,9 @@ class SelfSpeculative(GenerationStrategy):
         while len(generated) < config.max_steps and stop.first_stop(generated, checked) is None:
             checked = len(generated)
             k = min(d, config.max_steps - len(generated))
-            new, num_drafted = self._round(engine, cache, tokens, token, k, config, chooser, stop)
+            new, num_drafted, num_accepted = self._round(engine, cache, tokens, token, k, config, chooser, stop)
             drafted += num_drafted
-            accepted += len(new) - 1
+            accepted += num_accepted
             rounds += 1
             tokens.commit(new)
             generated.extend(new)
@@ -50,16 +55,19 @@ class SelfSpeculative(GenerationStrategy):
         return GenerationResult(out, ttft, clock.now() - t0, drafted, accepted, rounds, stopped)
 
     def _round(self, engine: Engine, cache: KVCache, tokens: TokenBuffer, token: int, k: int,
-               config: GenerationConfig, chooser: TokenChooser, stop: StopCondition) -> tuple[list[int], int]:
+               config: GenerationConfig, chooser: TokenChooser, stop: StopCondition) -> tuple[list[int], int, int]:
         """One draft/verify round starting from `token` (committed, not yet processed by any block).
-        Returns the tokens to commit and the number drafted."""
+        Returns the tokens to commit, the number drafted and the number of drafts accepted."""
         E, pos = config.exit_layer, tokens.n - 1
         drafts, draft_probs, exit_hidden = self._draft(engine, cache, tokens, token, k, config, chooser, stop)
-        exit_hidden.append(engine.run(cache, pos + len(drafts), 0, E,
-                                      input_ids=token_tensor(drafts[-1], engine.device), phase=DECODE))
+        bonus = len(drafts) == k and drafts[-1] not in stop.stop_token_ids
+        if bonus:
+            exit_hidden.append(engine.run(cache, pos + len(drafts), 0, E,
+                                          input_ids=token_tensor(drafts[-1], engine.device), phase=DECODE))
         hidden = engine.run(cache, pos, E, engine.num_layers, hidden=torch.cat(exit_hidden, dim=1), phase=VERIFY)
-        logits = engine.logits(hidden)[0]  # (k + 1, vocab): row i predicts the token after input i
-        return accept(chooser, tokens, drafts, draft_probs, logits), len(drafts)
+        logits = engine.logits(hidden)[0]  # row i predicts the token after input i (inputs: token, drafts...)
+        new, num_accepted = accept(chooser, tokens, drafts, draft_probs, logits)
+        return new, len(drafts), num_accepted
 
     @staticmethod
     def _draft(engine: Engine, cache: KVCache, tokens: TokenBuffer, token: int, k: int, config: GenerationConfig,
@@ -93,18 +101,21 @@ def draft_probability(chooser: TokenChooser, tokens: TokenBuffer, drafts: list[i
 
 
 def accept(chooser: TokenChooser, tokens: TokenBuffer, drafts: list[int], draft_probs: list[torch.Tensor | None],
-           logits: torch.Tensor) -> list[int]:
-    """Tokens to commit: the accepted drafts followed by one token from the full model."""
+           logits: torch.Tensor) -> tuple[list[int], int]:
+    """(tokens to commit, drafts accepted): the accepted drafts followed by one token from the full model, the
+    correction of the first rejected draft, or after all of them the bonus token when `logits` has a row for it
+    (k + 1 rows)."""
     k = len(drafts)
     if not chooser.sample:
         if chooser.needs_prefix:
-            verify = [int(torch.argmax(chooser.scores(tokens.prefix(drafts[:i]), logits[i]))) for i in range(k + 1)]
+            verify = [int(torch.argmax(chooser.scores(tokens.prefix(drafts[:i]), logits[i])))
+                      for i in range(logits.shape[0])]
         else:
             verify = logits.argmax(dim=-1).tolist()
         n = 0
         while n < k and verify[n] == drafts[n]:
             n += 1
-        return drafts[:n] + [verify[n]]
+        return drafts[:n] + verify[n:n + 1], n
     for i in range(k):
         p = chooser.probs(tokens.prefix(drafts[:i]), logits[i])
         q = draft_probs[i]
@@ -113,5 +124,7 @@ def accept(chooser: TokenChooser, tokens: TokenBuffer, drafts: list[int], draft_
             continue
         residual = torch.clamp(p - q, min=0)
         total = residual.sum()
-        return drafts[:i] + [chooser.draw(residual / total) if total > 0 else chooser.draw(p)]
-    return drafts + [chooser.draw(chooser.probs(tokens.prefix(drafts), logits[k]))]
+        return drafts[:i] + [chooser.draw(residual / total) if total > 0 else chooser.draw(p)], i
+    if logits.shape[0] == k:  # no bonus row
+        return drafts, k
+    return drafts + [chooser.draw(chooser.probs(tokens.prefix(drafts), logits[k]))], k

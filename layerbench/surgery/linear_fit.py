@@ -1,9 +1,10 @@
 """Closed-form ridge fit of a residual affine map y ~ x + x W + b between two hidden states of the same model,
 accumulated over calibration tokens (float64 normal equations, so memory does not grow with the token count).
 
-Position 0 is left out (the first token's huge activations, the attention sink, would dominate the fit), and each
-token's row is divided by the norm of its input, so every token counts by its relative error. The ridge term is
-`ridge` times the mean diagonal of the weighted Gram matrix.
+By default position 0 is left out (the first token's huge activations, the attention sink, would dominate the
+fit) and each token's row is divided by the norm of its input, so every token counts by its relative error;
+`bench/fit_choices.py` measures these choices. The ridge term is `ridge` times the mean diagonal of the weighted
+Gram matrix.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from torch import nn
 class ResidualFit:
     dim: int
     ridge: float = 1e-2
+    skip_first: bool = True
+    weighting: str = "inverse_norm"  # or "none"
     tokens: int = 0
     gram: torch.Tensor = field(init=False)  # sum of w^2 [x, 1]^T [x, 1]
     cross: torch.Tensor = field(init=False)  # sum of w^2 [x, 1]^T (y - x)
@@ -29,11 +32,15 @@ class ResidualFit:
         self.cross = torch.zeros(self.dim + 1, self.dim, dtype=torch.float64)
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """x, y: (T, d) hidden states of one sequence at the map's input and target (position 0 is dropped)."""
-        x, y = x[1:].double().cpu(), y[1:].double().cpu()
+        """x, y: (T, d) hidden states of one sequence at the map's input and target."""
+        first = 1 if self.skip_first else 0
+        x, y = x[first:].double().cpu(), y[first:].double().cpu()
         if x.shape[0] == 0:
             return
-        w = 1.0 / x.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        if self.weighting == "inverse_norm":
+            w = 1.0 / x.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        else:
+            w = torch.ones_like(x[:, :1])
         xa = torch.cat([x, torch.ones_like(x[:, :1])], dim=-1) * w
         r = (y - x) * w
         self.gram += xa.T @ xa
@@ -49,7 +56,8 @@ class ResidualFit:
         reg[-1, -1] = 0.0  # the bias is not shrunk
         theta = torch.linalg.solve(self.gram + reg, self.cross)
         after = self.residual_energy - 2 * float((theta * self.cross).sum()) + float((theta * (self.gram @ theta)).sum())
-        report = {"calibration_tokens": self.tokens, "ridge": self.ridge,
+        report = {"calibration_tokens": self.tokens, "ridge": self.ridge, "skip_first_position": self.skip_first,
+                  "row_weighting": self.weighting,
                   "relative_error_before": math.sqrt(self.residual_energy / self.target_energy),
                   "relative_error_after": math.sqrt(max(after, 0.0) / self.target_energy)}
         return theta[:-1], theta[-1], report

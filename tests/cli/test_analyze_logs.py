@@ -145,3 +145,18 @@ def test_pareto_front():
 def test_missing_path_is_an_error(tmp_path):
     code, _, err = _table(tmp_path / "nope")
     assert code == 2 and "no such file" in err
+
+
+def test_stand_in_and_exit_adapter_runs_are_their_own_configurations(tmp_path, real_log):
+    d = tmp_path / "logs"
+    _write(d, "b.json", _variant(real_log, tps=10.0, strategy="self_speculative", exit_layer=4, d=3))
+    adapter = _variant(real_log, tps=12.0, strategy="self_speculative", exit_layer=4, d=3)
+    adapter["args"].update({"exit_adapter": "linear", "draft_confidence": 0.4})
+    _write(d, "a.json", adapter)
+    _write(d, "n.json", _variant(real_log, "angular", tps=11.0, prune={"prune_n": 2}))
+    _write(d, "s.json", _variant(real_log, "angular", tps=10.5, prune={"prune_n": 2, "stand_in": "linear"}))
+    runs, _ = tables.load_runs([str(d)], warn=lambda m: None)
+    table = tables.aggregate(runs).set_index(["approach", "param"])
+    assert table.loc[("exit_adapter", "linear,confidence=0.4")]["speedup"] == pytest.approx(1.2)
+    assert table.loc[("base", "")]["runs"] == 1  # the adapter run is not averaged into its base
+    assert {"n=2", "n=2,stand_in=linear"} <= set(table.loc["angular"].index)

@@ -1,0 +1,150 @@
+"""How the closed-form fits should be made: for linear stand-ins of the layers angular pruning removes, the test
+perplexity each fitting choice gives (ridge strength, leaving position 0 out, weighting rows by 1/|x|); for exit
+adapters, teacher-forced top-1 agreement of the early exit with the full model. Calibration on the train split,
+evaluation on test samples, so no fit sees an evaluated sample.
+
+    .venv/bin/python bench/fit_choices.py --prune_n 6 --exit_layers 20 24
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import itertools
+import json
+import math
+import os
+
+import torch
+from tabulate import tabulate
+
+from layerbench.engine.engine import PREFILL, Engine
+from layerbench.errors import OneLineArgumentParser, positive_int, run_script
+from layerbench.evaluation import datasets
+from layerbench.evaluation.perplexity import reference_ids, reference_nll
+from layerbench.models.addons import get_addons
+from layerbench.models.loading import load_model
+from layerbench.surgery.calibration import Calibration, run_calibration
+from layerbench.surgery.config import PruneConfig
+from layerbench.surgery.linear_fit import ResidualFit, residual_linear
+from layerbench.surgery.prune_model import PruneModel
+
+CHOICES = {"ridge": [1e-4, 1e-2, 1e-1], "skip_first": [False, True], "weighting": ["none", "inverse_norm"]}
+
+
+def parse() -> argparse.Namespace:
+    ap = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--prune_n", type=positive_int, default=6)
+    ap.add_argument("--exit_layers", type=positive_int, nargs="+", default=[20, 24])
+    ap.add_argument("--calibration_samples", type=positive_int, default=32)
+    ap.add_argument("--eval_samples", type=positive_int, default=20)
+    ap.add_argument("--out", default="results/quality")
+    return ap.parse_args()
+
+
+def texts(tokenizer, n_calib: int, n_eval: int):
+    spec = datasets.get_spec("aclsum_summarization")
+    _, train = datasets.load_split("aclsum_summarization", "train", datasets.DatasetOptions())
+    _, test = datasets.load_split("aclsum_summarization", "test", datasets.DatasetOptions())
+    calib = [tokenizer(spec.template.format(input=s.input) + " " + s.reference)["input_ids"][:512]
+             for s in datasets.select_samples(train, n_calib, 42, True)]
+    evaluated = [(datasets.build_prompt(tokenizer, spec.template.format(input=s.input), True),
+                  reference_ids(tokenizer, s.reference, True)) for s in datasets.select_samples(test, n_eval, 42, True)]
+    return calib, evaluated
+
+
+def perplexity(engine: Engine, evaluated) -> float:
+    scores = [reference_nll(engine, p, r) for p, r in evaluated]
+    return math.exp(sum(s["nll_sum"] for s in scores) / sum(s["tokens"] for s in scores))
+
+
+def pairs(engine: Engine, calib, first: int, last: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(input of block `first`, output of block `last`) for each calibration sequence."""
+    out, state = [], {}
+
+    def observe(block, before, after, phase):
+        if block is engine.blocks[first]:
+            state["x"] = before[0].float()
+        if block is engine.blocks[last]:
+            out.append((state.pop("x"), after[0].float()))
+    run_calibration(engine, calib, observe)
+    return out
+
+
+def fit(data, **choice) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    f = ResidualFit(data[0][0].shape[1], **choice)
+    for x, y in data:
+        f.add(x, y)
+    return f.solve()
+
+
+@torch.inference_mode()
+def agreement(engine: Engine, evaluated, exit_layer: int) -> float:
+    """Share of positions (prompt + reference) where the early exit's argmax equals the full model's."""
+    same = total = 0
+    for prompt, ref in evaluated:
+        ids = torch.tensor([prompt + ref])
+        cache = engine.new_cache(ids.shape[1])
+        h_exit = engine.run(cache, 0, 0, exit_layer, input_ids=ids, phase=PREFILL)
+        full = engine.logits(engine.run(cache, 0, exit_layer, engine.num_layers, hidden=h_exit, phase=PREFILL))
+        early = engine.exit_logits(h_exit, exit_layer)
+        same += int((full.argmax(-1) == early.argmax(-1)).sum())
+        total += ids.shape[1]
+    return same / total
+
+
+def stand_in_rows(model, tokenizer, calib, evaluated, n: int) -> tuple[list, dict]:
+    pm = PruneModel(copy.deepcopy(model), tokenizer, PruneConfig(method="angular", prune_n=n),
+                    lambda: Calibration(calib, {"dataset": "aclsum_summarization", "split": "train"}))
+    removed = pm.apply()["removed_layers"]
+    start = removed[0]
+    data = pairs(Engine(model), calib, start, start + n - 1)
+    base_ppl, pruned_ppl = perplexity(Engine(model), evaluated), perplexity(Engine(pm.model), evaluated)
+    rows = [["base", "", base_ppl, ""], [f"angular n={n}, removed {removed}", "", pruned_ppl, 0.0]]
+    for ridge, skip_first, weighting in itertools.product(*CHOICES.values()):
+        W, b, report = fit(data, ridge=ridge, skip_first=skip_first, weighting=weighting)
+        candidate = copy.deepcopy(pm.model)
+        get_addons(candidate, create=True).stand_ins[str(start)] = residual_linear(W, b, next(candidate.parameters()))
+        ppl = perplexity(Engine(candidate), evaluated)
+        recovered = (math.log(pruned_ppl) - math.log(ppl)) / (math.log(pruned_ppl) - math.log(base_ppl))
+        rows.append([f"stand-in ridge={ridge} skip_first={skip_first} weighting={weighting}",
+                     f"{report['relative_error_before']:.3f} -> {report['relative_error_after']:.3f}", ppl, recovered])
+    return rows, {"removed_layers": removed, "base": base_ppl, "pruned": pruned_ppl}
+
+
+def adapter_rows(model, calib, evaluated, exit_layers: list[int]) -> list:
+    engine = Engine(model)
+    rows = []
+    for E in exit_layers:
+        data = pairs(engine, calib, E, engine.num_layers - 1)
+        rows.append([E, "none", agreement(engine, evaluated, E)])
+        for ridge, skip_first, weighting in itertools.product(*CHOICES.values()):
+            W, b, _ = fit(data, ridge=ridge, skip_first=skip_first, weighting=weighting)
+            adapted = Engine(model)
+            adapted.exit_adapters[E] = residual_linear(W, b, next(model.parameters()))
+            rows.append([E, f"ridge={ridge} skip_first={skip_first} weighting={weighting}",
+                         agreement(adapted, evaluated, E)])
+    return rows
+
+
+def main() -> None:
+    a = parse()
+    loaded = load_model(a.model, "float32", "cpu")
+    calib, evaluated = texts(loaded.tokenizer, a.calibration_samples, a.eval_samples)
+    s_rows, context = stand_in_rows(loaded.model, loaded.tokenizer, calib, evaluated, a.prune_n)
+    print(tabulate(s_rows, ["model", "fit error (rel.)", "test perplexity", "log-ppl increase recovered"],
+                   tablefmt="github", floatfmt=".3f"))
+    e_rows = adapter_rows(loaded.model, calib, evaluated, a.exit_layers)
+    print(tabulate(e_rows, ["exit layer", "adapter", "top-1 agreement with the full model"], tablefmt="github",
+                   floatfmt=".3f"))
+    os.makedirs(a.out, exist_ok=True)
+    path = os.path.join(a.out, f"fit_choices_{datetime.datetime.now():%Y%m%d_%H%M%S}.json")
+    with open(path, "w") as f:
+        json.dump({"args": vars(a), "model": loaded.name, "context": context, "stand_in": s_rows,
+                   "exit_adapter": e_rows}, f, indent=1)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    run_script(main)
