@@ -19,7 +19,6 @@ from layerbench.engine.engine import VERIFY, Engine, EngineOptions
 from layerbench.engine.linear_kernels import KERNELS
 from layerbench.errors import OneLineArgumentParser, positive_int, run_script
 from layerbench.models.families import get_family
-from layerbench.models.loading import load_model
 from layerbench.runs.run_log import environment
 
 
@@ -86,6 +85,7 @@ def fusion_times(model, rows: int, steps: int, kernel: str) -> tuple[float, floa
 
 def main() -> None:
     a = parse()
+    from layerbench.models.loading import load_model  # imports transformers: after the flags are read
     model = load_model(a.model, "float32", "cpu").model
     kernels = ("torch", "few_row_mm", "tuned")
     engines = {k: Engine(model, EngineOptions(linear_kernel=k)) for k in kernels}

@@ -93,14 +93,3 @@ def test_angular_run_logs_prune_report_and_hook_counts(tmp_path, tiny_model_dir)
                            "--output_dir", str(tmp_path / "b")]) == 0
     [doc2] = _run_docs(tmp_path / "b")
     assert doc2["model"]["num_layers_original"] == 4
-
-
-@pytest.mark.dist
-def test_torchrun_single_process(tmp_path, tiny_model_dir):
-    proc = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "1", "benchmark.py", "--model", tiny_model_dir,
-                           "--num_samples", "2", "--max_steps", "4", "--output_dir", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    [doc] = _run_docs(tmp_path)
-    assert doc["complete"] and doc["metrics"]["num_samples"] == 2
