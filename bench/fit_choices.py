@@ -1,6 +1,7 @@
 """How the closed-form fits should be made: for linear stand-ins of the layers angular pruning removes, the test
-perplexity each fitting choice gives (ridge strength, leaving position 0 out, weighting rows by 1/|x|); for exit
-adapters, teacher-forced top-1 agreement of the early exit with the full model. Calibration on the train split,
+perplexity each fitting choice gives (ridge strength; position 0 in the map, or left out of it with its own
+constant update; rows weighted by 1/|x| or not); for exit adapters, teacher-forced top-1 agreement of the early
+exit with the full model. Calibration on the train split,
 evaluation on test samples, so no fit sees an evaluated sample.
 
     .venv/bin/python bench/fit_choices.py --prune_n 6 --exit_layers 20 24
@@ -26,7 +27,7 @@ from layerbench.models.addons import get_addons
 from layerbench.models.loading import load_model
 from layerbench.surgery.calibration import Calibration, run_calibration
 from layerbench.surgery.config import PruneConfig
-from layerbench.surgery.linear_fit import ResidualFit, residual_linear
+from layerbench.surgery.linear_fit import ResidualFit, StandIn, residual_linear
 from layerbench.surgery.prune_model import PruneModel
 
 CHOICES = {"ridge": [1e-4, 1e-2, 1e-1], "skip_first": [False, True], "weighting": ["none", "inverse_norm"]}
@@ -72,7 +73,7 @@ def pairs(engine: Engine, calib, first: int, last: int) -> list[tuple[torch.Tens
     return out
 
 
-def fit(data, **choice) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def fit(data, **choice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict]:
     f = ResidualFit(data[0][0].shape[1], **choice)
     for x, y in data:
         f.add(x, y)
@@ -103,12 +104,14 @@ def stand_in_rows(model, tokenizer, calib, evaluated, n: int) -> tuple[list, dic
     base_ppl, pruned_ppl = perplexity(Engine(model), evaluated), perplexity(Engine(pm.model), evaluated)
     rows = [["base", "", base_ppl, ""], [f"angular n={n}, removed {removed}", "", pruned_ppl, 0.0]]
     for ridge, skip_first, weighting in itertools.product(*CHOICES.values()):
-        W, b, report = fit(data, ridge=ridge, skip_first=skip_first, weighting=weighting)
+        W, b, first_update, report = fit(data, ridge=ridge, skip_first=skip_first, weighting=weighting)
         candidate = copy.deepcopy(pm.model)
-        get_addons(candidate, create=True).stand_ins[str(start)] = residual_linear(W, b, next(candidate.parameters()))
+        get_addons(candidate, create=True).stand_ins[str(start)] = StandIn(W, b, first_update,
+                                                                          next(candidate.parameters()))
         ppl = perplexity(Engine(candidate), evaluated)
         recovered = (math.log(pruned_ppl) - math.log(ppl)) / (math.log(pruned_ppl) - math.log(base_ppl))
-        rows.append([f"stand-in ridge={ridge} skip_first={skip_first} weighting={weighting}",
+        position0 = "own update" if skip_first else "in the map"
+        rows.append([f"stand-in ridge={ridge} position 0: {position0}, weighting={weighting}",
                      f"{report['relative_error_before']:.3f} -> {report['relative_error_after']:.3f}", ppl, recovered])
     return rows, {"removed_layers": removed, "base": base_ppl, "pruned": pruned_ppl}
 
@@ -120,10 +123,10 @@ def adapter_rows(model, calib, evaluated, exit_layers: list[int]) -> list:
         data = pairs(engine, calib, E, engine.num_layers - 1)
         rows.append([E, "none", agreement(engine, evaluated, E)])
         for ridge, skip_first, weighting in itertools.product(*CHOICES.values()):
-            W, b, _ = fit(data, ridge=ridge, skip_first=skip_first, weighting=weighting)
+            W, b, _, _ = fit(data, ridge=ridge, skip_first=skip_first, weighting=weighting)
             adapted = Engine(model)
             adapted.exit_adapters[E] = residual_linear(W, b, next(model.parameters()))
-            rows.append([E, f"ridge={ridge} skip_first={skip_first} weighting={weighting}",
+            rows.append([E, f"ridge={ridge} position 0 in the fit: {not skip_first}, weighting={weighting}",
                          agreement(adapted, evaluated, E)])
     return rows
 

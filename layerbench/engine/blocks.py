@@ -138,14 +138,24 @@ class DecoderBlock:
 
 
 class StandInBlock:
-    """x + f(x): a fitted linear map that stands in for a removed run of layers (no attention, no cache)."""
+    """A fitted stand-in for a removed run of layers (no attention, no cache): x + x W + b, and x + c at
+    position 0 (see surgery.linear_fit.StandIn)."""
 
     slot = None
     position = None
 
     def __init__(self, module: nn.Module, kernel: LinearKernel) -> None:
         self.module = module
-        self.project = bind_projection(module, kernel)
+        self.project = bind_projection(module.linear, kernel)
+        self.first_update = module.first_update
 
     def __call__(self, x: torch.Tensor, step: Step) -> torch.Tensor:
-        return x + self.project(x)
+        out = x + self.project(x)
+        if self.first_update is None:
+            return out
+        if step.positions is not None:  # static step: graph-safe select
+            first = (step.positions == 0)[None, :, None]
+            return torch.where(first, x + self.first_update, out)
+        if step.start == 0:
+            out[:, 0] = x[:, 0] + self.first_update
+        return out

@@ -34,7 +34,7 @@ def fit_exit_adapter(pm: PruneModel, exit_layer: int) -> dict:
             fit.add(state.pop("x"), after[0])
 
     run_calibration(engine, seqs, observe, desc="exit-adapter calibration")
-    W, b, report = fit.solve()
+    W, b, _, report = fit.solve()  # drafts never sit at position 0: the map alone serves
     report.update(exit_layer=exit_layer, fit_seconds=time.perf_counter() - t0, calibration=info)
     return {"exit_layer": exit_layer, "W": W, "b": b, "report": report}
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from layerbench.engine.engine import Engine
 from layerbench.errors import UsageError
+from layerbench.models.addons import get_addons
 from layerbench.models.families import get_family
 from layerbench.surgery.angular import prune_angular
 from layerbench.surgery.calibration import Calibration
@@ -204,6 +205,11 @@ class PruneModel(CompressionAndSkipping):
         return self._calibration()
 
     def save(self, directory: str) -> None:
+        """Write a standard HF checkpoint (only a model without factor, gate or add-on modules is one)."""
+        addons = get_addons(self.model)
+        if self.compressor is not None or self.gate is not None or (addons is not None and not addons.is_empty()):
+            raise UsageError("a standard checkpoint cannot describe factorized, gated, stand-in or exit-adapter "
+                             "modules; only base, angular and random models without stand-ins can be saved")
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
 

@@ -1,6 +1,7 @@
 """Linear stand-ins for removed layers (in the spirit of LLM-Streamline and ReplaceMe, fitted in closed form):
-each maximal run of removed layers [l, l+n) is replaced by x + x W + b, fitted so that it maps the hidden state
-entering layer l to the one entering layer l + n on calibration tokens of the unpruned model."""
+each maximal run of removed layers [l, l+n) is replaced by x + x W + b (and, at position 0, x + c), fitted so
+that it maps the hidden state entering layer l to the one entering layer l + n on calibration tokens of the
+unpruned model (see linear_fit)."""
 from __future__ import annotations
 
 import time
@@ -11,7 +12,7 @@ import torch
 from layerbench.engine.engine import Engine
 from layerbench.models.addons import get_addons
 from layerbench.surgery.calibration import calibration_sequences, run_calibration
-from layerbench.surgery.linear_fit import ResidualFit, residual_linear
+from layerbench.surgery.linear_fit import ResidualFit, StandIn
 
 if TYPE_CHECKING:
     from layerbench.surgery.prune_model import PruneModel
@@ -51,8 +52,9 @@ def fit_stand_ins(pm: PruneModel, removed_positions: list[int]) -> list[dict]:
     run_calibration(engine, seqs, observe, desc="stand-in calibration")
     fitted = []
     for run in runs:
-        W, b, report = fits[run].solve()
-        fitted.append({"start": run[0], "length": run[1], "W": W, "b": b, "report": report})
+        W, b, first_update, report = fits[run].solve()
+        fitted.append({"start": run[0], "length": run[1], "W": W, "b": b, "first_update": first_update,
+                       "report": report})
     seconds = time.perf_counter() - t0
     for f in fitted:
         f["report"].update(fit_seconds=seconds, calibration=info)
@@ -68,7 +70,7 @@ def insert_stand_ins(pm: PruneModel, fitted: list[dict], original_of: list[int])
     for f in fitted:
         first_orig = original_of[f["start"]]
         position = sum(1 for orig in pm.kept_layers if orig < first_orig)
-        module = residual_linear(f["W"], f["b"], like)
+        module = StandIn(f["W"], f["b"], f["first_update"], like)
         addons.stand_ins[str(position)] = module
         removed = original_of[f["start"]: f["start"] + f["length"]]
         pm.stand_in_runs.append((removed[0], removed[-1] + 1))

@@ -93,3 +93,19 @@ def test_angular_run_logs_prune_report_and_hook_counts(tmp_path, tiny_model_dir)
                            "--output_dir", str(tmp_path / "b")]) == 0
     [doc2] = _run_docs(tmp_path / "b")
     assert doc2["model"]["num_layers_original"] == 4
+
+
+def test_perplexity_scoring_is_not_counted_as_generation(tmp_path, tiny_model_dir):
+    """Scoring runs the gated model (with its per-sample decisions) but adds no layer calls or gate counts."""
+    docs = {}
+    for flag in ("True", "False"):
+        out = tmp_path / flag
+        assert benchmark.main(["--model", tiny_model_dir, "--num_samples", "2", "--max_steps", "6", "--prune_method",
+                               "gated", "--available_compute", "0.5", "--perplexity", flag,
+                               "--output_dir", str(out)]) == 0
+        [docs[flag]] = _run_docs(out)
+        records = _samples(out, docs[flag])
+        assert all(("perplexity" in r) == (flag == "True") for r in records)
+    assert docs["True"]["prune"]["layer_calls"] == docs["False"]["prune"]["layer_calls"]
+    assert docs["True"]["prune"]["run_metrics"] == docs["False"]["prune"]["run_metrics"]
+    assert docs["True"]["metrics"]["perplexity"] > 1 and docs["False"]["metrics"]["perplexity"] is None

@@ -37,10 +37,10 @@ def test_sample_selection_depends_only_on_seed_and_count():
 def test_custom_jsonl(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(json.dumps({"q": f"question {i}", "a": f"answer {i}"}) for i in range(3)))
-    _, samples = data.load_split("custom_jsonl", None, data.DatasetOptions(str(path), "q", "a"))
+    _, samples = data.load_split("custom_jsonl", None, data.DatasetOptions(data_path=str(path), prompt_field="q", response_field="a"))
     assert [(s.input, s.reference) for s in samples] == [(f"question {i}", f"answer {i}") for i in range(3)]
     with pytest.raises(UsageError, match="no field 'prompt'"):
-        data.load_split("custom_jsonl", None, data.DatasetOptions(str(path)))
+        data.load_split("custom_jsonl", None, data.DatasetOptions(data_path=str(path)))
     with pytest.raises(UsageError, match="--data_path is required"):
         data.load_split("custom_jsonl", None, data.DatasetOptions())
 
