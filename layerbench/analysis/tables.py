@@ -43,7 +43,8 @@ PARAM_FORMATS = {
     + f",{p.get('lowrank_method', 'svd')}",
     "gated": lambda p: f"thr={p.get('skip_threshold')},compute={p.get('available_compute')}",
     "exit_adapter": lambda p: p.get("exit_adapter", "") + (f",confidence={p['draft_confidence']}"
-                                                           if p.get("draft_confidence") is not None else ""),
+                                                           if p.get("draft_confidence") is not None else "")
+    + (f",vocabulary={p['draft_vocabulary']}" if p.get("draft_vocabulary") is not None else ""),
 }
 
 
@@ -51,7 +52,8 @@ def approach_of(args: dict, prune: dict) -> str:
     """The prune method; a base model whose drafts or exits go through an exit adapter, or stop early by
     confidence, is its own approach (so it is compared with the plain base, not mistaken for it)."""
     method = prune.get("method", args.get("prune_method", "base"))
-    extras = args.get("exit_adapter", "none") != "none" or args.get("draft_confidence") is not None
+    extras = (args.get("exit_adapter", "none") != "none" or args.get("draft_confidence") is not None
+              or args.get("draft_vocabulary") is not None)
     return "exit_adapter" if method == "base" and extras else method
 
 

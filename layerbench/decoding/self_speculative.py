@@ -1,7 +1,7 @@
 """LayerSkip self-speculative decoding.
 
-Each round drafts up to d tokens with blocks [0, E) + final norm + LM head (through the exit adapter when one is
-fitted), then verifies them in ONE pass of blocks [E, L) over the exit-layer hidden states the draft already
+Each round drafts up to d tokens with blocks [0, E) + final norm + LM head (through the exit adapter and the
+trimmed draft head when they are fitted), then verifies them in ONE pass of blocks [E, L) over the exit-layer hidden states the draft already
 computed: blocks below E never run twice for a token. Greedy: accept the longest agreeing prefix; sampling:
 speculative rejection sampling. The cache needs no crop: positions after the accepted ones are overwritten by
 the next round before anything reads them.
@@ -80,7 +80,7 @@ class SelfSpeculative(GenerationStrategy):
         for i in range(k):
             h = engine.run(cache, pos + i, 0, E, input_ids=token_tensor(current, engine.device), phase=DECODE)
             exit_hidden.append(h)
-            logits = engine.exit_logits(h[:, -1], E)[0]
+            logits = engine.draft_logits(h[:, -1], E)[0]
             current, q = chooser.pick(tokens.prefix(drafts) if chooser.needs_prefix else None, logits)
             drafts.append(current)
             draft_probs.append(q)

@@ -99,6 +99,9 @@ class Engine:
         addons = get_addons(model)
         self.exit_adapters = {int(k): bind_projection(m, self.kernel)
                               for k, m in (addons.exit_adapters.items() if addons else [])}
+        draft = addons.draft_head if addons is not None else None
+        self.draft_head = None if draft is None else (bind_projection(draft.linear, self.kernel), draft.token_ids,
+                                                      draft.vocab_size)
 
     def _build_blocks(self) -> list[Block]:
         layers = self.family.layers(self.model)
@@ -211,3 +214,18 @@ class Engine:
         if adapter is not None:
             hidden = hidden + adapter(hidden)
         return self.logits(hidden)
+
+    def draft_logits(self, hidden: torch.Tensor, exit_layer: int) -> torch.Tensor:
+        """Like exit_logits, but with a draft head, if one is fitted, scoring only its vocabulary (every other
+        token gets -inf): drafts are proposals, so they may be approximate; verification scores every token."""
+        if self.draft_head is None:
+            return self.exit_logits(hidden, exit_layer)
+        adapter = self.exit_adapters.get(exit_layer)
+        if adapter is not None:
+            hidden = hidden + adapter(hidden)
+        project, token_ids, vocab_size = self.draft_head
+        scores = project(self.final_norm(hidden))
+        if self.final_softcap is not None:
+            scores = torch.tanh(scores / self.final_softcap) * self.final_softcap
+        logits = scores.new_full((*scores.shape[:-1], vocab_size), float("-inf"))
+        return logits.index_copy_(-1, token_ids, scores)

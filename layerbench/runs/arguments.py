@@ -57,6 +57,7 @@ class GenerationArguments:
     stop_token_ids: Optional[list[int]] = None
     exit_adapter: str = field(default="none", metadata={"help": "early exit / self_speculative: a linear map from the exit layer's hidden state to the last layer's, fitted on calibration text (none, linear)"})
     draft_confidence: Optional[float] = field(default=None, metadata={"help": "self_speculative: stop drafting once a draft token's probability is below this"})
+    draft_vocabulary: Optional[int] = field(default=None, metadata={"help": "self_speculative: drafts score only the N tokens most frequent in the calibration text (plus stop tokens); verification scores all"})
     perplexity: bool = field(default=True, metadata={"help": "teacher-forced perplexity of each reference given its prompt"})
 
 
@@ -124,6 +125,8 @@ def validate_generation(generation: GenerationArguments, strategies: dict) -> No
         raise UsageError(f"--num_speculations {g.num_speculations} only applies to --generation_strategy self_speculative")
     if g.draft_confidence is not None and (g.generation_strategy != "self_speculative" or not 0 < g.draft_confidence < 1):
         raise UsageError(f"--draft_confidence must be in (0, 1) and only applies to self_speculative, got {g.draft_confidence}")
+    if g.draft_vocabulary is not None and (g.generation_strategy != "self_speculative" or g.draft_vocabulary < 1):
+        raise UsageError(f"--draft_vocabulary must be >= 1 and only applies to self_speculative, got {g.draft_vocabulary}")
     if g.exit_adapter not in EXIT_ADAPTERS:
         raise UsageError(f"--exit_adapter {g.exit_adapter!r} unknown; choose from {', '.join(EXIT_ADAPTERS)}")
     if g.exit_adapter != "none" and g.exit_layer <= 0:

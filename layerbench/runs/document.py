@@ -46,6 +46,7 @@ def initial_document(plan: Plan, prepared: Prepared, run_id: str, log: RunLog) -
         "generation": {"strategy": g.generation_strategy, "exit_layer": prepared.generation.exit_layer,
                        "num_speculations": g.num_speculations if g.generation_strategy == "self_speculative" else None,
                        "draft_confidence": g.draft_confidence, "exit_adapter": g.exit_adapter,
+                       "draft_vocabulary": g.draft_vocabulary,
                        "mode": _mode(plan), "max_steps": g.max_steps, "sample": g.sample,
                        "linear_kernel": engine.linear_kernel, "linear_kernel_detail": engine.kernel.detail,
                        "attention_kernel": engine.attention_kernel, "cuda_graphs": prepared.cuda_graphs,

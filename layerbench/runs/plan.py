@@ -72,7 +72,7 @@ def validate_combinations(args: Arguments, info: DistInfo) -> None:
     if b.device_map and info.enabled:
         raise UsageError("--device_map shards one model over the GPUs of a single process; do not combine with torchrun")
     if p.save_pruned_model and (p.prune_method in ("lowrank", "gated") or p.stand_in != "none"
-                                or g.exit_adapter != "none"):
+                                or g.exit_adapter != "none" or g.draft_vocabulary is not None):
         raise UsageError("--save_pruned_model writes standard HF checkpoints, which cannot describe factorized, "
                          "gated, stand-in or exit-adapter modules; it supports base, angular and random")
     if p.save_pruned_model and os.path.isfile(p.save_pruned_model):

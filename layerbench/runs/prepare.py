@@ -17,6 +17,7 @@ from layerbench.runs import distributed
 from layerbench.runs.arguments import validate_exit_layer
 from layerbench.runs.plan import Plan
 from layerbench.surgery.calibration import Calibration
+from layerbench.surgery.draft_vocabulary import choose_draft_vocabulary, install_draft_vocabulary
 from layerbench.surgery.exit_adapter import fit_exit_adapter, install_exit_adapter
 from layerbench.surgery.prune_model import PruneModel
 
@@ -108,6 +109,11 @@ def prepare(plan: Plan) -> Prepared:
         fitted = fit_exit_adapter(pruner, exit_layer) if plan.info.is_main else None
         fitted = distributed.broadcast(fitted, plan.info)
         pruner.report["exit_adapter"] = install_exit_adapter(pruner, fitted)
+    stop = stop_condition(plan, loaded)
+    if g.draft_vocabulary is not None:  # chosen once, on rank 0
+        chosen = (choose_draft_vocabulary(pruner, g.draft_vocabulary, stop.stop_token_ids) if plan.info.is_main
+                  else None)
+        pruner.report["draft_vocabulary"] = install_draft_vocabulary(pruner, distributed.broadcast(chosen, plan.info))
     if plan.args.prune.save_pruned_model and plan.info.is_main:
         pruner.save(plan.args.prune.save_pruned_model)
         pruner.report["saved_to"] = os.path.abspath(plan.args.prune.save_pruned_model)
@@ -122,7 +128,7 @@ def prepare(plan: Plan) -> Prepared:
     strategy = STRATEGIES[g.generation_strategy]
     graphs = prepare_graphs(plan, engine, strategy, generation, max(map(len, prompts.values())))
     return Prepared(loaded=loaded, pruner=pruner, engine=engine, strategy=strategy, generation=generation,
-                    stop=stop_condition(plan, loaded), prompts=prompts, use_chat=use_chat,
+                    stop=stop, prompts=prompts, use_chat=use_chat,
                     load_seconds=loaded.load_seconds, cuda_graphs=graphs)
 
 

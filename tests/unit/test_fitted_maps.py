@@ -93,3 +93,26 @@ def test_perplexity_equals_hf_loss_on_the_reference(factory):
     assert ours["tokens"] == 9
     assert ours["nll_sum"] / 9 == pytest.approx(hf_mean_nll, rel=1e-5)
     assert ours["perplexity"] == pytest.approx(math.exp(hf_mean_nll), rel=1e-5)
+
+
+def test_draft_vocabulary_trims_drafts_but_not_the_output():
+    from layerbench.surgery.draft_vocabulary import choose_draft_vocabulary, install_draft_vocabulary
+    model = tiny_llama(num_layers=6)
+    pm = PruneModel(model, None, PruneConfig(method="base"), _calibration())
+    pm.apply()
+    plain = Engine(copy.deepcopy(model))
+    chosen = choose_draft_vocabulary(pm, 20, {0})
+    report = install_draft_vocabulary(pm, chosen)
+    assert report["size"] == 20 and chosen["token_ids"][0] == 0 and 0 < report["calibration_token_coverage"] < 1
+    assert report["num_bytes"] == 20 * 64 * 4 + 20 * 8
+    engine = Engine(model)
+    hidden = torch.randn(1, 64)
+    draft = engine.draft_logits(hidden, 3)
+    allowed = torch.zeros(VOCAB, dtype=torch.bool)
+    allowed[chosen["token_ids"]] = True
+    assert torch.isinf(draft[0, ~allowed]).all()
+    torch.testing.assert_close(draft[0, allowed], engine.exit_logits(hidden, 3)[0, allowed])
+    prompt = prompt_ids()
+    ss = speculative(engine, prompt, 30, 3, 4)
+    assert ss.token_ids == greedy(plain, prompt, 30).token_ids
+    assert all(0 <= t < VOCAB for t in ss.token_ids)
