@@ -3,7 +3,8 @@
 Compares our engine against HF generate (greedy; on CUDA also with SDPA forced to flash attention) and against
 the weight-streaming bound (one matrix-vector product over every weight matrix per token); our engine with
 torch's own linear kernel (so the loop and the kernel are credited separately); self-speculative decoding
-against HF's assistant_early_exit at the same E and d, and with a fitted exit adapter and adaptive draft length;
+against HF's assistant_early_exit at the same E and d, and with a fitted exit adapter, adaptive draft length and a
+trimmed draft vocabulary;
 angular pruning against the ideal implied by the measured time share of the removed layers; low-rank and gated
 variants against base; and a mechanics check on a model whose layers >= E are exact identities (every draft
 accepted) against the theoretical bound. Ratios are the result; absolute numbers are context.
@@ -27,8 +28,10 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--rounds", type=positive_int, default=2, help="timed passes over the prompts (runs alternate)")
     ap.add_argument("--exit_layer", type=positive_int, default=20)
     ap.add_argument("--num_speculations", type=positive_int, default=4)
-    ap.add_argument("--draft_confidence", type=float, default=0.4,
-                    help="adaptive draft length of the exit-adapter run")
+    ap.add_argument("--draft_confidence", type=float, default=0.6,
+                    help="adaptive draft length of the exit-adapter run (bench/draft_confidence.py measured 0.6)")
+    ap.add_argument("--draft_vocabulary", type=int, default=2048,
+                    help="draft vocabulary of the exit-adapter run (0: the full vocabulary)")
     ap.add_argument("--prune_n", type=positive_int, default=6)
     ap.add_argument("--calibration_samples", type=positive_int, default=32)
     ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])

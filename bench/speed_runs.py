@@ -18,6 +18,7 @@ from layerbench.engine.linear_kernels import bind_projection
 from layerbench.models.loading import LoadedModel
 from layerbench.surgery.calibration import Calibration
 from layerbench.surgery.config import PruneConfig
+from layerbench.surgery.draft_vocabulary import choose_draft_vocabulary, install_draft_vocabulary
 from layerbench.surgery.exit_adapter import fit_exit_adapter, install_exit_adapter
 from layerbench.surgery.layers import make_identity_layers
 from layerbench.surgery.prune_model import PruneModel
@@ -96,6 +97,9 @@ def build_variants(loaded: LoadedModel, calibration_ids: list[list[int]], a) -> 
     adapted = PruneModel(copy.deepcopy(model), tok, PruneConfig(method="base"), calibration)
     adapted.apply()
     adapter_report = install_exit_adapter(adapted, fit_exit_adapter(adapted, E))
+    if a.draft_vocabulary:
+        adapter_report["draft_vocabulary"] = install_draft_vocabulary(
+            adapted, choose_draft_vocabulary(adapted, a.draft_vocabulary, {tok.eos_token_id}))
     return {"base_engine": Engine(model), "torch_engine": Engine(model, EngineOptions(linear_kernel="torch")),
             "pruned_engine": Engine(pruned.model), "lowrank_engine": Engine(lowrank.model),
             "gated_engine": gated.attach(Engine(gated.model)), "gated_pruner": gated,
@@ -156,7 +160,7 @@ def run_alternating(runners: dict, prompts: list[list[int]], rounds: int
                     s.decode_seconds += res.total_time - res.time_to_first_token
                     s.decode_tokens += len(tokens) - 1
                     s.drafted, s.accepted = s.drafted + res.num_drafted, s.accepted + res.num_accepted
-                    s.rounds += res.num_rounds
+                    s.rounds += getattr(res, "num_rounds", 0)  # (results of older code have none)
                 if r == 0:
                     outputs[name].append(tokens)
             print(f"round {r + 1}/{rounds} prompt {i + 1}/{len(prompts)} done", file=sys.stderr)
