@@ -62,6 +62,7 @@ def run(a: argparse.Namespace) -> None:
     path = os.path.join(a.out, f"draft_confidence_{datetime.datetime.now():%Y%m%d_%H%M%S}.json")
     with open(path, "w") as f:
         json.dump({"args": vars(a), "environment": environment(engine.device, 1), "model": loaded.name,
-                   "exit_adapter": adapter, "draft_vocabularies": vocabularies, "rows": rows, "stats": {n: vars(s) for n, s in stats.items()}}, f,
+                   "exit_adapter": adapter, "draft_vocabularies": vocabularies, "rows": rows,
+                   "stats": {n: vars(s) for n, s in stats.items()}}, f,
                   indent=1)
     print(f"wrote {path}")

@@ -28,7 +28,7 @@ def old_runner(old, decoder, strategy, tokens: int, **extra):
 
 def import_old(checkout: str) -> dict:
     sys.path.insert(0, os.path.abspath(checkout))
-    import decoding  # noqa: the old top-level modules
+    import decoding  # noqa: E402 (the old top-level modules)
     import sampling
     return {"decoding": decoding, "TokenChooser": sampling.TokenChooser, "SamplingConfig": sampling.SamplingConfig,
             "StopCondition": sampling.StopCondition}

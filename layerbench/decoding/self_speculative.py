@@ -1,8 +1,8 @@
 """LayerSkip self-speculative decoding.
 
 Each round drafts up to d tokens with blocks [0, E) + final norm + LM head (through the exit adapter and the
-trimmed draft head when they are fitted), then verifies them in ONE pass of blocks [E, L) over the exit-layer hidden states the draft already
-computed: blocks below E never run twice for a token. Greedy: accept the longest agreeing prefix; sampling:
+trimmed draft head when they are fitted), then verifies them in ONE pass of blocks [E, L) over the exit-layer
+hidden states the draft already computed: blocks below E never run twice for a token. Greedy: accept the longest agreeing prefix; sampling:
 speculative rejection sampling. The cache needs no crop: positions after the accepted ones are overwritten by
 the next round before anything reads them.
 

@@ -81,7 +81,8 @@ class DecoderBlock:
             return norm(layer.get_submodule(name), eps) if name else None
 
         self.attn_norm, self.mlp_norm = norm(layer.get_submodule(family.attn_norm), eps), optional_norm(family.mlp_norm)
-        self.post_attn_norm, self.post_mlp_norm = optional_norm(family.post_attn_norm), optional_norm(family.post_mlp_norm)
+        self.post_attn_norm = optional_norm(family.post_attn_norm)
+        self.post_mlp_norm = optional_norm(family.post_mlp_norm)
         self.qk_norms = tuple(optional_norm(n) for n in family.qk_norms) if family.qk_norms else None
         self.qkv = [bind_projection(layer.get_submodule(n), kernel) for n in family.qkv]
         self.o_proj = bind_projection(layer.get_submodule(family.o_proj), kernel)

@@ -41,6 +41,7 @@ class StaticStep:
         return self.engine.forward(hidden, self.cache, 0, self.first, self.last, phase, positions=positions,
                                    observe=observe)
 
+    @torch.inference_mode()
     def _capture(self) -> None:
         """Warm up on a side stream (allocator, kernel selection), then record one step."""
         stream = torch.cuda.Stream()
@@ -67,6 +68,7 @@ class StaticSteps:
     """The engine's prepared steps, keyed by shape, and the one cache they all use."""
 
     def __init__(self, engine: Engine, capacity: int, shapes: list[Shape], graphs: bool) -> None:
+        capacity = -(-capacity // 16) * 16  # memory-efficient attention wants the mask's key axis aligned to 16
         if engine.rotary is not None:
             engine.rotary.reserve(capacity)  # the table must not be reallocated under a captured graph
         self.cache = KVCache(engine.num_decoder_layers, engine.kv_heads, engine.head_dim, capacity, engine.dtype,

@@ -11,42 +11,56 @@ from layerbench.errors import OneLineErrors, UsageError
 EXIT_ADAPTERS = ("none", "linear")
 
 
+def option(default, help: str = "", choices: list[str] | None = None):
+    """A dataclass field with the help text (and choices) HfArgumentParser shows."""
+    metadata = {"help": help} if help else {}
+    if choices:
+        metadata["choices"] = choices
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class BenchmarkArguments:
-    model: Optional[str] = field(default=None, metadata={"help": "local path or hub id; default: embedded SmolLM2-135M-Instruct"})
-    dtype: str = field(default="auto", metadata={"choices": ["auto", "float32", "bfloat16", "float16"]})
-    device: str = field(default="auto", metadata={"choices": ["auto", "cpu", "cuda"]})
-    device_map: Optional[str] = field(default=None, metadata={"help": "accelerate device map (e.g. auto) for models larger than one GPU; single process only"})
+    model: Optional[str] = option(None, "local path or hub id; default: embedded SmolLM2-135M-Instruct")
+    dtype: str = option("auto", choices=["auto", "float32", "bfloat16", "float16"])
+    device: str = option("auto", choices=["auto", "cpu", "cuda"])
+    device_map: Optional[str] = option(None, "accelerate device map (e.g. auto) for models larger than one GPU; "
+                                             "single process only")
     seed: int = 42
     output_dir: str = "./logs"
-    warmup: bool = field(default=True, metadata={"help": "one untimed generation before timing"})
-    resume: Optional[str] = field(default=None, metadata={"help": "run JSON or samples file of an interrupted run to continue"})
-    execute_code: bool = field(default=False, metadata={"help": "human_eval: run the generated code against the tests (pass@1); runs model-written code"})
+    warmup: bool = option(True, "one untimed generation before timing")
+    resume: Optional[str] = option(None, "run JSON or samples file of an interrupted run to continue")
+    execute_code: bool = option(False, "human_eval: run the generated code against the tests (pass@1); runs "
+                                       "model-written code")
     execution_timeout: float = 3.0
-    linear_kernel: str = field(default="auto", metadata={"help": "how linear maps run: auto (tuned for fp32 on CPU: F.linear or the few-row product per row count, by timing; torch elsewhere), tuned, torch, few_row_mm"})
-    attention_backend: str = field(default="auto", metadata={"help": "SDPA backends on CUDA: auto (flash, then memory-efficient, then math; never cuDNN), flash, efficient, cudnn, math"})
-    cuda_graphs: str = field(default="auto", metadata={"help": "capture decode, draft and verification steps as CUDA graphs: auto (on for CUDA), on, off"})
+    linear_kernel: str = option("auto", "how linear maps run: auto (tuned for fp32 on CPU: F.linear or the "
+                                        "few-row product per row count, by timing; torch elsewhere), tuned, torch, "
+                                        "few_row_mm")
+    attention_backend: str = option("auto", "SDPA backends on CUDA: auto (flash, then memory-efficient, then math; "
+                                            "never cuDNN), flash, efficient, cudnn, math")
+    cuda_graphs: str = option("auto", "capture decode, draft and verification steps as CUDA graphs: auto (on for "
+                                      "CUDA), on, off")
 
 
 @dataclass
 class DatasetArguments:
     dataset: str = "aclsum_summarization"
-    data_path: Optional[str] = field(default=None, metadata={"help": "JSONL file for --dataset custom_jsonl"})
-    split: Optional[str] = field(default=None, metadata={"help": "dataset split; default: the dataset's evaluation split"})
+    data_path: Optional[str] = option(None, "JSONL file for --dataset custom_jsonl")
+    split: Optional[str] = option(None, "dataset split; default: the dataset's evaluation split")
     prompt_field: str = "prompt"
     response_field: str = "response"
     random_shuffle: bool = True
-    num_samples: Optional[int] = field(default=10, metadata={"help": "samples to evaluate (default 10; 0 is refused)"})
+    num_samples: Optional[int] = option(10, "samples to evaluate (default 10; 0 is refused)")
     n_shot: int = 0
-    template: Optional[str] = field(default=None, metadata={"help": "prompt template containing {input}"})
-    chat_template: str = field(default="auto", metadata={"choices": ["auto", "on", "off"]})
+    template: Optional[str] = option(None, "prompt template containing {input}")
+    chat_template: str = option("auto", choices=["auto", "on", "off"])
 
 
 @dataclass
 class GenerationArguments:
     generation_strategy: str = "autoregressive"
     max_steps: int = 512
-    exit_layer: int = field(default=-1, metadata={"help": "layer of the ORIGINAL model; draft/early exit uses layers [0, E)"})
+    exit_layer: int = option(-1, "layer of the ORIGINAL model; draft/early exit uses layers [0, E)")
     num_speculations: int = -1
     sample: bool = False
     temperature: float = 0.6
@@ -55,30 +69,37 @@ class GenerationArguments:
     no_repeat_ngram_size: Optional[int] = None
     stop_words: Optional[list[str]] = None
     stop_token_ids: Optional[list[int]] = None
-    exit_adapter: str = field(default="none", metadata={"help": "early exit / self_speculative: a linear map from the exit layer's hidden state to the last layer's, fitted on calibration text (none, linear)"})
-    draft_confidence: Optional[float] = field(default=None, metadata={"help": "self_speculative: stop drafting once a draft token's probability is below this"})
-    draft_vocabulary: Optional[int] = field(default=None, metadata={"help": "self_speculative: drafts score only the N tokens most frequent in the calibration text (plus stop tokens); verification scores all"})
-    perplexity: bool = field(default=True, metadata={"help": "teacher-forced perplexity of each reference given its prompt"})
+    exit_adapter: str = option("none", "early exit / self_speculative: a linear map from the exit layer's hidden "
+                                       "state to the last layer's, fitted on calibration text (none, linear)")
+    draft_confidence: Optional[float] = option(None, "self_speculative: stop drafting once a draft token's "
+                                                     "probability is below this")
+    draft_vocabulary: Optional[int] = option(None, "self_speculative: drafts score only the N tokens most frequent "
+                                                   "in the calibration text (plus stop tokens); verification scores "
+                                                   "all")
+    perplexity: bool = option(True, "teacher-forced perplexity of each reference given its prompt")
 
 
 @dataclass
 class PruneArguments:
     prune_method: str = "base"
-    prune_n: Optional[int] = field(default=None, metadata={"help": "angular: number of consecutive layers to remove"})
-    dropout_threshold: Optional[float] = field(default=None, metadata={"help": "random: drop probability per layer"})
-    prune_seed: Optional[int] = field(default=None, metadata={"help": "random: RNG seed (default --seed)"})
-    protected_layers: Optional[list[int]] = field(default=None, metadata={"help": "random: layers never dropped"})
-    calibration_dataset: Optional[str] = field(default=None, metadata={"help": "default: train split of --dataset, else aclsum train"})
+    prune_n: Optional[int] = option(None, "angular: number of consecutive layers to remove")
+    dropout_threshold: Optional[float] = option(None, "random: drop probability per layer")
+    prune_seed: Optional[int] = option(None, "random: RNG seed (default --seed)")
+    protected_layers: Optional[list[int]] = option(None, "random: layers never dropped")
+    calibration_dataset: Optional[str] = option(None, "default: train split of --dataset, else aclsum train")
     calibration_samples: int = 32
     calibration_max_length: int = 512
     save_pruned_model: Optional[str] = None
-    compression_rank: Optional[int] = field(default=None, metadata={"help": "lowrank: rank r of every factorized matrix"})
-    compression_ratio: Optional[float] = field(default=None, metadata={"help": "lowrank: kept-parameter fraction per matrix"})
-    lowrank_method: str = field(default="svd", metadata={"choices": ["svd", "asvd"]})
-    hot_path: Optional[list[int]] = field(default=None, metadata={"help": "lowrank/gated: layers never compressed or skipped (default: first two and last)"})
-    skip_threshold: float = field(default=0.1, metadata={"help": "gated: skip cold layers whose temperature (arccos(cos(in, out))/pi at the last prompt token) is below this"})
-    available_compute: float = field(default=1.0, metadata={"help": "gated: at most ceil(c x L) layers run per decode step"})
-    stand_in: str = field(default="none", metadata={"help": "angular/random: replace each removed run of layers by a linear map fitted on calibration text (none, linear)"})
+    compression_rank: Optional[int] = option(None, "lowrank: rank r of every factorized matrix")
+    compression_ratio: Optional[float] = option(None, "lowrank: kept-parameter fraction per matrix")
+    lowrank_method: str = option("svd", choices=["svd", "asvd"])
+    hot_path: Optional[list[int]] = option(None, "lowrank/gated: layers never compressed or skipped (default: first "
+                                                 "two and last)")
+    skip_threshold: float = option(0.1, "gated: skip cold layers whose temperature (arccos(cos(in, out))/pi at the "
+                                        "last prompt token) is below this")
+    available_compute: float = option(1.0, "gated: at most ceil(c x L) layers run per decode step")
+    stand_in: str = option("none", "angular/random: replace each removed run of layers by a linear map fitted on "
+                                   "calibration text (none, linear)")
 
 
 ALL_ARGUMENTS = (BenchmarkArguments, DatasetArguments, GenerationArguments, PruneArguments)

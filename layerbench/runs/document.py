@@ -24,7 +24,7 @@ def _mode(plan: Plan) -> str:
 
 
 def initial_document(plan: Plan, prepared: Prepared, run_id: str, log: RunLog) -> dict:
-    g, d, b = plan.args.generation, plan.args.dataset, plan.args.benchmark
+    g, d = plan.args.generation, plan.args.dataset
     model, pruner, engine = prepared.loaded.model, prepared.pruner, prepared.engine
     return {
         "schema_version": SCHEMA_VERSION,
