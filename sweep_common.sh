@@ -14,7 +14,8 @@ OUTPUT_DIR=${OUTPUT_DIR:-logs/sweep}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 SPEC_EXIT=${SPEC_EXIT:-20}                # self-speculative runs (exit adapter and its base)
 SPEC_D=${SPEC_D:-4}
-SPEC_CONFIDENCE=${SPEC_CONFIDENCE:-0.4}
+SPEC_CONFIDENCE=${SPEC_CONFIDENCE:-0.6}         # bench/draft_confidence.py: best with a draft vocabulary
+SPEC_VOCAB=${SPEC_VOCAB:-2048}
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 
 mkdir -p "$OUTPUT_DIR/console"
