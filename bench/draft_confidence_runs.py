@@ -19,6 +19,7 @@ from layerbench.surgery.config import PruneConfig
 from layerbench.surgery.draft_vocabulary import choose_draft_vocabulary, install_draft_vocabulary
 from layerbench.surgery.exit_adapter import fit_exit_adapter, install_exit_adapter
 from layerbench.surgery.prune_model import PruneModel
+from result_columns import DRAFT_CONFIDENCE_COLUMNS
 from speed_report import load_prompts
 from speed_runs import our_runner, run_alternating
 
@@ -56,8 +57,7 @@ def run(a: argparse.Namespace) -> None:
     rows = [[name, s.tokens_per_second / ar, s.acceptance if s.drafted else None,
              s.mean_draft_length if s.rounds else None, outputs[name] == outputs["autoregressive"]]
             for name, s in stats.items()]
-    print(tabulate(rows, ["run", "tokens/s vs autoregressive", "acceptance", "mean draft length",
-                          "same tokens as autoregressive"], tablefmt="github", floatfmt=".3f"))
+    print(tabulate(rows, DRAFT_CONFIDENCE_COLUMNS, tablefmt="github", floatfmt=".3f"))
     os.makedirs(a.out, exist_ok=True)
     path = os.path.join(a.out, f"draft_confidence_{datetime.datetime.now():%Y%m%d_%H%M%S}.json")
     with open(path, "w") as f:

@@ -25,10 +25,12 @@ from layerbench.evaluation import datasets
 from layerbench.evaluation.perplexity import reference_ids, reference_nll
 from layerbench.models.addons import get_addons
 from layerbench.models.loading import load_model
+from layerbench.runs.run_log import environment
 from layerbench.surgery.calibration import Calibration, run_calibration
 from layerbench.surgery.config import PruneConfig
 from layerbench.surgery.linear_fit import ResidualFit, StandIn, residual_linear
 from layerbench.surgery.prune_model import PruneModel
+from result_columns import ADAPTER_COLUMNS, STAND_IN_COLUMNS
 
 CHOICES = {"ridge": [1e-4, 1e-2, 1e-1], "skip_first": [False, True], "weighting": ["none", "inverse_norm"]}
 
@@ -136,15 +138,14 @@ def main() -> None:
     loaded = load_model(a.model, "float32", "cpu")
     calib, evaluated = texts(loaded.tokenizer, a.calibration_samples, a.eval_samples)
     s_rows, context = stand_in_rows(loaded.model, loaded.tokenizer, calib, evaluated, a.prune_n)
-    print(tabulate(s_rows, ["model", "fit error (rel.)", "test perplexity", "log-ppl increase recovered"],
-                   tablefmt="github", floatfmt=".3f"))
+    print(tabulate(s_rows, STAND_IN_COLUMNS, tablefmt="github", floatfmt=".3f"))
     e_rows = adapter_rows(loaded.model, calib, evaluated, a.exit_layers)
-    print(tabulate(e_rows, ["exit layer", "adapter", "top-1 agreement with the full model"], tablefmt="github",
-                   floatfmt=".3f"))
+    print(tabulate(e_rows, ADAPTER_COLUMNS, tablefmt="github", floatfmt=".3f"))
     os.makedirs(a.out, exist_ok=True)
     path = os.path.join(a.out, f"fit_choices_{datetime.datetime.now():%Y%m%d_%H%M%S}.json")
     with open(path, "w") as f:
-        json.dump({"args": vars(a), "model": loaded.name, "context": context, "stand_in": s_rows,
+        json.dump({"args": vars(a), "environment": environment(torch.device("cpu"), 1), "model": loaded.name,
+                   "context": context, "stand_in": s_rows,
                    "exit_adapter": e_rows}, f, indent=1)
     print(f"wrote {path}")
 

@@ -85,6 +85,17 @@ def read_run(path: str) -> dict:
     return doc
 
 
+def param_values(args: dict, prune: dict) -> dict:
+    """The values a parameter label is written from: the prune report's (resolved) values over the flags, except
+    where the report holds a fit report (`stand_in`, `exit_adapter`, `draft_vocabulary`) under a flag's name: there
+    the flag's value."""
+    values = {**args, **prune}
+    for key in ("stand_in", "exit_adapter", "draft_vocabulary"):
+        if isinstance(values.get(key), dict):
+            values[key] = args.get(key)
+    return values
+
+
 def run_row(doc: dict) -> dict:
     args, metrics, prune = doc["args"], doc["metrics"], doc.get("prune", {})
     approach = approach_of(args, prune)
@@ -95,7 +106,7 @@ def run_row(doc: dict) -> dict:
         "model": doc["model"]["name"].split(" (")[0],
         "strategy": strategy,
         "approach": approach,
-        "param": fmt({**args, **prune}),
+        "param": fmt(param_values(args, prune)),
         "exit_layer": args.get("exit_layer", -1),
         "num_speculations": args.get("num_speculations", -1) if strategy == "self_speculative" else -1,
         "samples": doc["dataset"]["num_samples"],

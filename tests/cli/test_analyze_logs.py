@@ -151,12 +151,18 @@ def test_stand_in_and_exit_adapter_runs_are_their_own_configurations(tmp_path, r
     d = tmp_path / "logs"
     _write(d, "b.json", _variant(real_log, tps=10.0, strategy="self_speculative", exit_layer=4, d=3))
     adapter = _variant(real_log, tps=12.0, strategy="self_speculative", exit_layer=4, d=3)
-    adapter["args"].update({"exit_adapter": "linear", "draft_confidence": 0.4})
+    adapter["args"].update({"exit_adapter": "linear", "draft_confidence": 0.4, "draft_vocabulary": 64})
+    adapter["prune"]["exit_adapter"] = {"kind": "linear", "exit_layer": 4, "relative_error_after": 0.3}  # a fit report
+    adapter["prune"]["draft_vocabulary"] = {"size": 60, "calibration_token_coverage": 1.0}
     _write(d, "a.json", adapter)
     _write(d, "n.json", _variant(real_log, "angular", tps=11.0, prune={"prune_n": 2}))
-    _write(d, "s.json", _variant(real_log, "angular", tps=10.5, prune={"prune_n": 2, "stand_in": "linear"}))
-    runs, _ = tables.load_runs([str(d)], warn=lambda m: None)
+    stand_in = _variant(real_log, "angular", tps=10.5, prune={"prune_n": 2})
+    stand_in["args"]["stand_in"] = "linear"
+    stand_in["prune"]["stand_in"] = {"kind": "linear", "runs": [{"removed_layers": [1, 2]}]}  # as benchmark.py logs
+    _write(d, "s.json", stand_in)
+    runs, skipped = tables.load_runs([str(d)], warn=lambda m: None)
+    assert skipped == 0
     table = tables.aggregate(runs).set_index(["approach", "param"])
-    assert table.loc[("exit_adapter", "linear,confidence=0.4")]["speedup"] == pytest.approx(1.2)
+    assert table.loc[("exit_adapter", "linear,confidence=0.4,vocabulary=64")]["speedup"] == pytest.approx(1.2)
     assert table.loc[("base", "")]["runs"] == 1  # the adapter run is not averaged into its base
     assert {"n=2", "n=2,stand_in=linear"} <= set(table.loc["angular"].index)

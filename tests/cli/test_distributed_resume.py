@@ -28,6 +28,7 @@ def _records(out_dir, doc):
 
 
 @pytest.mark.dist
+@pytest.mark.slow
 def test_torchrun_two_ranks_equal_single_process(tmp_path, tiny_model_dir):
     args = ["--model", tiny_model_dir, "--num_samples", "5", "--max_steps", "12"]
     assert benchmark.main(args + ["--output_dir", str(tmp_path / "single")]) == 0
@@ -52,6 +53,7 @@ def test_torchrun_two_ranks_equal_single_process(tmp_path, tiny_model_dir):
 
 
 @pytest.mark.dist
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, tiny_model_dir):
     args = ["--model", tiny_model_dir, "--num_samples", "6", "--max_steps", "150", "--perplexity", "False"]
     assert benchmark.main(args + ["--output_dir", str(tmp_path / "full")]) == 0
@@ -115,6 +117,7 @@ def test_execute_code_reports_pass_at_1(tmp_path, tiny_model_dir, capsys):
 
 
 @pytest.mark.dist
+@pytest.mark.slow
 def test_ctrl_c_writes_what_finished_as_incomplete(tmp_path, tiny_model_dir):
     out = tmp_path / "interrupted"
     proc = subprocess.Popen([sys.executable, "benchmark.py", "--model", tiny_model_dir, "--num_samples", "7",
@@ -149,6 +152,7 @@ def tiny_gpt2_dir(tmp_path_factory, embedded_tokenizer):
 
 
 @pytest.mark.dist
+@pytest.mark.slow
 def test_a_failing_rank_fails_the_run_and_is_named(tmp_path, tiny_gpt2_dir):
     rows = [{"prompt": "short prompt", "response": "x"}, {"prompt": "long " * 200, "response": "y"},
             {"prompt": "short again", "response": "z"}, {"prompt": "fine", "response": "w"}]

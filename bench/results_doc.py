@@ -1,0 +1,170 @@
+"""Writes docs/RESULTS.md from the result files committed under results/: every table in it is rendered from a
+JSON file (named under the table) by this script, never typed by hand.
+
+    python bench/results_doc.py [--results results] [--out docs/RESULTS.md]
+
+Each section is a registered renderer over the files matching its pattern; a section whose files are missing is
+left out with a line saying so.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from tabulate import tabulate
+
+from layerbench.errors import OneLineArgumentParser, run_script
+from result_columns import ADAPTER_COLUMNS, DRAFT_CONFIDENCE_COLUMNS, STAND_IN_COLUMNS
+
+
+@dataclass
+class Section:
+    title: str
+    pattern: str  # glob under the results directory
+    command: str
+    about: str
+    render: Callable[[list[tuple[str, dict]]], str]
+
+
+def table(rows: list, headers: list[str], floatfmt: str = ".3f") -> str:
+    return tabulate(rows, headers, tablefmt="github", floatfmt=floatfmt)
+
+
+def environment_line(doc: dict) -> str:
+    env = doc.get("environment", {})
+    return (f"{env.get('device_name', '?')}, torch {env.get('torch', '?')}, "
+            f"transformers {env.get('transformers', '?')},"
+            f" {env.get('torch_threads', '?')} threads, commit {str(env.get('git_commit', '?'))[:7]}")
+
+
+def side_by_side(files: list[tuple[str, dict]], key: str, fmt: str) -> str:
+    """One row per key of doc[key], one column per file."""
+    names = list(dict.fromkeys(k for _, d in files for k in d.get(key, {})))
+    rows = [[n, *(fmt.format(d[key][n]) if n in d.get(key, {}) else "" for _, d in files)] for n in names]
+    return table(rows, [key, *(os.path.basename(p) for p, _ in files)])
+
+
+def render_speed(files: list[tuple[str, dict]]) -> str:
+    parts = [side_by_side(files, "tokens_per_second", "{:.2f}"), side_by_side(files, "ratios", "{:.3f}"),
+             side_by_side(files, "checks", "{}")]
+    kernels = [f"{os.path.basename(p)}: linear kernel {d.get('linear_kernel')}" for p, d in files]
+    return "\n\n".join(parts) + "\n\n" + "\n".join(f"- {k}" for k in kernels)
+
+
+def render_old_vs_new(files: list[tuple[str, dict]]) -> str:
+    return "\n\n".join([side_by_side(files, "tokens_per_second", "{:.2f}"), side_by_side(files, "ratios", "{:.3f}"),
+                        side_by_side(files, "checks", "{}")])
+
+
+def render_kernels(files: list[tuple[str, dict]]) -> str:
+    out = []
+    for path, doc in files:
+        out.append(f"`{os.path.basename(path)}` (tuned kernel picks the few-row product at rows "
+                   f"{doc.get('tuned_few_row_mm_rows')}):\n\n" + table(doc["rows"], doc["columns"], ".2f"))
+    return "\n\n".join(out)
+
+
+def render_draft_confidence(files: list[tuple[str, dict]]) -> str:
+    return "\n\n".join(f"`{os.path.basename(p)}`, exit adapter fit: relative error "
+                       f"{d['exit_adapter']['relative_error_before']:.3f} -> "
+                       f"{d['exit_adapter']['relative_error_after']:.3f} in {d['exit_adapter']['fit_seconds']:.1f} s:"
+                       f"\n\n" + table(d["rows"], DRAFT_CONFIDENCE_COLUMNS) for p, d in files)
+
+
+def render_fit_choices(files: list[tuple[str, dict]]) -> str:
+    return "\n\n".join(f"`{os.path.basename(p)}`, angular n={d['args']['prune_n']} removes "
+                       f"{d['context']['removed_layers']}:\n\n" + table(d["stand_in"], STAND_IN_COLUMNS) + "\n\n"
+                       + table(d["exit_adapter"], ADAPTER_COLUMNS) for p, d in files)
+
+
+def render_equivalence(files: list[tuple[str, dict]]) -> str:
+    out = []
+    for path, doc in files:
+        rows = [[name, " ".join(r["flags"]) or "(base)", f"{r['identical_predictions']}/{r['samples']}",
+                 r.get("removed_layers", [[]])[0], r.get("acceptance_rate", [None])[0]]
+                for name, r in doc["runs"].items()]
+        out.append(f"`{os.path.basename(path)}`: {doc['what']}\n\n"
+                   + table(rows, ["run", "flags", "identical predictions", "removed layers", "acceptance"]))
+    return "\n\n".join(out)
+
+
+def render_sweep(files: list[tuple[str, dict]]) -> str:
+    from layerbench.analysis.tables import METRICS_DISPLAY, TIMING_COLUMNS, aggregate, load_runs, render
+    runs, _ = load_runs([os.path.dirname(files[0][0])], warn=lambda m: None)
+    summary = aggregate(runs)
+    return render(summary, METRICS_DISPLAY, "github") + "\n\n" + render(summary, TIMING_COLUMNS, "github")
+
+
+SECTIONS = [
+    Section("Speed on CPU (bench/speed.py)", "cpu/speed_*.json",
+            "python bench/speed.py --samples 2 --max_tokens 40 --exit_layer 20 --num_speculations 4 --prune_n 6",
+            "Every run alternates over the same prompts in one process; each column is one process. Ratios of "
+            "different processes are not comparable beyond the 10-20% noise of this machine.", render_speed),
+    Section("Previous loop against the own-forward engine (bench/old_engine_vs_new.py)",
+            "cpu/old_engine_vs_new_*.json",
+            "python bench/old_engine_vs_new.py --old_checkout DIR  (DIR: a checkout of commit 827625c with its venv)",
+            "The loop that called HF decoder layers (commit 827625c) and this engine, in one process.",
+            render_old_vs_new),
+    Section("Linear kernels for few-row products (bench/linear_kernels.py)", "cpu/linear_kernels_*.json",
+            "python bench/linear_kernels.py --rows 1 2 3 4 5 8 16 17",
+            "Milliseconds per step over all decoder layers and over the LM head; the last two columns time the "
+            "q/k/v and gate/up products as one fused matrix against separate ones.", render_kernels),
+    Section("Adaptive draft length and draft vocabulary (bench/draft_confidence.py)",
+            "cpu/draft_confidence_*.json",
+            "python bench/draft_confidence.py  (the second file: --confidences 0.5 0.6 0.7 --vocabularies 0 2048 8192)",
+            "Self-speculative decoding at E=20, d=4 with a fitted exit adapter, against autoregressive decoding in "
+            "the same process.", render_draft_confidence),
+    Section("Fitting choices for stand-ins and exit adapters (bench/fit_choices.py)", "quality/fit_choices_*.json",
+            "python bench/fit_choices.py --prune_n 6 --exit_layers 20 24",
+            "Calibration on 32 aclsum train texts, evaluation on 20 test samples (test perplexity of the reference "
+            "given the chat prompt). The first file predates the position-0 constant update: its `skip_first=True` "
+            "rows leave position 0 out of the map without giving it an update of its own.", render_fit_choices),
+    Section("Greedy outputs before and after the own forward", "equivalence/*.json",
+            "python benchmark.py --num_samples 3 --max_steps 48 --seed 7 <flags>, once per checkout",
+            "Predictions of the loop that called HF decoder layers against this engine's.", render_equivalence),
+    Section("Pruning sweep on the embedded model (run_tests_base, run_tests)", "sweep/*.json",
+            "OUTPUT_DIR=results/sweep NUM_SAMPLES=10 MAX_STEPS=64 ./run_tests_base && "
+            "OUTPUT_DIR=results/sweep NUM_SAMPLES=10 MAX_STEPS=64 ./run_tests",
+            "Tables as `python analyze_logs.py results/sweep` prints them. Runs are separate processes: their "
+            "speed columns carry this machine's 10-20% noise; bench/speed.py gives side-by-side ratios.",
+            render_sweep),
+]
+
+
+def write_section(section: Section, results: str) -> str:
+    paths = sorted(glob.glob(os.path.join(results, section.pattern)))
+    head = f"## {section.title}\n\n{section.about}\n\nCommand: `{section.command}`\n\n"
+    if not paths:
+        return head + f"No files match `results/{section.pattern}` yet.\n"
+    files = []
+    for p in paths:
+        with open(p) as f:
+            files.append((p, json.load(f)))
+    envs = sorted({environment_line(d) for _, d in files if "environment" in d})
+    if len(files) > 6:
+        source = f"- {len(files)} files in `{os.path.relpath(os.path.dirname(paths[0]))}/`"
+    else:
+        source = "\n".join(f"- `{os.path.relpath(p)}`" for p, _ in files)
+    return head + section.render(files) + "\n\n" + ("Environment: " + "; ".join(envs) + "\n\n" if envs else "") \
+        + "Files:\n" + source + "\n"
+
+
+def main() -> None:
+    ap = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--results", default="results")
+    ap.add_argument("--out", default=os.path.join("docs", "RESULTS.md"))
+    a = ap.parse_args()
+    intro = ("# Measured results\n\nGenerated by `python bench/results_doc.py` from the JSON files under "
+             "`results/`; rerun it after adding a file. Each section names the command that wrote its files. "
+             "Machine: the 2-core CPU this project is developed on, unless a file's environment says otherwise.\n")
+    text = intro + "\n" + "\n".join(write_section(s, a.results) for s in SECTIONS)
+    with open(a.out, "w") as f:
+        f.write(text)
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    run_script(main)
