@@ -122,6 +122,7 @@ def test_cuda_requested_without_cuda(tmp_path, tiny_model_dir, capsys):
 
 
 @pytest.mark.dist
+@pytest.mark.slow
 def test_subprocess_error_has_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "benchmark.py", "--prune_method", "random", "--dropout_threshold", "2",
                            "--output_dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -137,6 +138,7 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     ("bench/linear_kernels.py", ["--rows", "1", "x"], "error: argument --rows: invalid int value: 'x'"),
 ])
 @pytest.mark.dist
+@pytest.mark.slow
 def test_other_scripts_reject_bad_flags_in_one_line(script, argv, expected):
     proc = subprocess.run([sys.executable, script, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2

@@ -59,3 +59,31 @@ def test_few_shot_prefix_uses_train_split():
     _, train = data.load_split("aclsum_summarization", "train", data.DatasetOptions())
     shots = data.select_samples(train, 2, 42, True)
     assert prefix.startswith(tmpl.format(input=shots[0].input))
+
+
+def test_calibration_never_includes_an_evaluated_sample(tmp_path, embedded_tokenizer):
+    """human_eval has no train split, so calibrating on it draws from the evaluated split: the evaluated problems
+    must be left out (and the log says so); aclsum calibration comes from its train split."""
+    from layerbench.runs.distributed import DistInfo
+    from layerbench.runs.plan import make_plan
+    from layerbench.runs.prepare import calibration_loader
+
+    def calibration(num_samples, *flags):
+        plan = make_plan(["--num_samples", num_samples, "--calibration_samples", "164", "--output_dir",
+                          str(tmp_path), *flags], DistInfo())
+        return plan, calibration_loader(plan, embedded_tokenizer)()
+
+    plan, calib = calibration("160", "--dataset", "human_eval", "--prune_method", "angular", "--prune_n", "1",
+                              "--calibration_dataset", "human_eval")
+    assert calib.source["split"] == plan.split and calib.source["excluded_evaluated_samples"] is True
+    assert len(calib.token_ids) == 164 - 160  # only the 4 problems that are not evaluated remain
+
+    def prompt_start(sample) -> tuple[int, ...]:  # (the last token may merge with what follows)
+        return tuple(embedded_tokenizer(plan.template.format(input=sample.input))["input_ids"][:-1])
+    _, problems = data.load_split("human_eval", None, data.DatasetOptions())
+    evaluated = {s.sample_id for s in plan.samples}
+    starts = {s.sample_id: prompt_start(s) for s in problems}
+    sources = [{i for i, st in starts.items() if tuple(ids[:len(st)]) == st} for ids in calib.token_ids]
+    assert all(found and not found & evaluated for found in sources)
+    plan, calib = calibration("10", "--prune_method", "angular", "--prune_n", "1")
+    assert calib.source["split"] == "train" and calib.source["excluded_evaluated_samples"] is False
