@@ -15,27 +15,18 @@ from __future__ import annotations
 
 import argparse
 
+from bench_flags import add_side_by_side_flags
 from layerbench.errors import OneLineArgumentParser, positive_int, run_script
 
 
 def parse() -> argparse.Namespace:
     ap = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=None, help="default: embedded SmolLM2-135M-Instruct")
-    ap.add_argument("--dataset", default="aclsum_summarization")
-    ap.add_argument("--data_path", default=None, help="JSONL for --dataset custom_jsonl (fields prompt, response)")
-    ap.add_argument("--samples", type=positive_int, default=2)
-    ap.add_argument("--max_tokens", type=positive_int, default=40)
-    ap.add_argument("--rounds", type=positive_int, default=2, help="timed passes over the prompts (runs alternate)")
-    ap.add_argument("--exit_layer", type=positive_int, default=20)
-    ap.add_argument("--num_speculations", type=positive_int, default=4)
+    add_side_by_side_flags(ap, samples=2, max_tokens=40)
     ap.add_argument("--draft_confidence", type=float, default=0.6,
                     help="adaptive draft length of the exit-adapter run (bench/draft_confidence.py measured 0.6)")
     ap.add_argument("--draft_vocabulary", type=int, default=2048,
                     help="draft vocabulary of the exit-adapter run (0: the full vocabulary)")
     ap.add_argument("--prune_n", type=positive_int, default=6)
-    ap.add_argument("--calibration_samples", type=positive_int, default=32)
-    ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--skip_hf_early_exit", action="store_true", help="HF assisted early exit is slow on CPU")
     ap.add_argument("--out", default=None, help="directory for speed_<timestamp>.json (default results/<cpu|gpu>)")
     return ap.parse_args()
