@@ -47,16 +47,14 @@ def side_by_side(files: list[tuple[str, dict]], key: str, fmt: str) -> str:
     return table(rows, [key, *(os.path.basename(p) for p, _ in files)])
 
 
-def render_speed(files: list[tuple[str, dict]]) -> str:
-    parts = [side_by_side(files, "tokens_per_second", "{:.2f}"), side_by_side(files, "ratios", "{:.3f}"),
-             side_by_side(files, "checks", "{}")]
-    kernels = [f"{os.path.basename(p)}: linear kernel {d.get('linear_kernel')}" for p, d in files]
-    return "\n\n".join(parts) + "\n\n" + "\n".join(f"- {k}" for k in kernels)
-
-
-def render_old_vs_new(files: list[tuple[str, dict]]) -> str:
+def render_ratio_tables(files: list[tuple[str, dict]]) -> str:
     return "\n\n".join([side_by_side(files, "tokens_per_second", "{:.2f}"), side_by_side(files, "ratios", "{:.3f}"),
                         side_by_side(files, "checks", "{}")])
+
+
+def render_speed(files: list[tuple[str, dict]]) -> str:
+    kernels = [f"{os.path.basename(p)}: linear kernel {d.get('linear_kernel')}" for p, d in files]
+    return render_ratio_tables(files) + "\n\n" + "\n".join(f"- {k}" for k in kernels)
 
 
 def render_kernels(files: list[tuple[str, dict]]) -> str:
@@ -107,7 +105,7 @@ SECTIONS = [
             "cpu/old_engine_vs_new_*.json",
             "python bench/old_engine_vs_new.py --old_checkout DIR  (DIR: a checkout of commit 827625c with its venv)",
             "The loop that called HF decoder layers (commit 827625c) and this engine, in one process.",
-            render_old_vs_new),
+            render_ratio_tables),
     Section("Linear kernels for few-row products (bench/linear_kernels.py)", "cpu/linear_kernels_*.json",
             "python bench/linear_kernels.py --rows 1 2 3 4 5 8 16 17",
             "Milliseconds per step over all decoder layers and over the LM head; the last two columns time the "
