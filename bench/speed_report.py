@@ -14,7 +14,8 @@ from layerbench.errors import UsageError
 from layerbench.evaluation import datasets
 from layerbench.models.loading import load_model
 from layerbench.runs.run_log import environment
-from speed_runs import Stats, build_runners, removed_time_share, run_alternating, weight_streaming_bound
+from speed_runs import (Stats, add_graph_runners, build_runners, removed_time_share, run_alternating,
+                        weight_streaming_bound)
 
 
 def load_prompts(a: argparse.Namespace, tokenizer) -> tuple[list[list[int]], list[list[int]]]:
@@ -68,6 +69,17 @@ def ratios(stats: dict[str, Stats], variants: dict, removed_share: float, bound_
     for name in ("hf_generate_flash", "hf_assistant_early_exit"):
         if name in tps:
             out[f"ours_autoregressive / {name}"] = tps["ours_autoregressive"] / tps[name]
+    if "ours_autoregressive_graphs" in tps:
+        out["ours_autoregressive_graphs / ours_autoregressive"] = (
+            tps["ours_autoregressive_graphs"] / tps["ours_autoregressive"])
+        out["ours_autoregressive_graphs / weight_streaming_bound"] = (
+            1 / dtpt["ours_autoregressive_graphs"] / bound_tps)
+        for name in ("hf_generate", "hf_generate_flash"):
+            if name in tps:
+                out[f"ours_autoregressive_graphs / {name}"] = tps["ours_autoregressive_graphs"] / tps[name]
+    if "ours_self_speculative_graphs" in tps:
+        out["ours_self_speculative_graphs / ours_autoregressive_graphs"] = (
+            tps["ours_self_speculative_graphs"] / tps.get("ours_autoregressive_graphs", tps["ours_autoregressive"]))
     if "hf_assistant_early_exit" in tps:
         out["ours_self_speculative / hf_assistant_early_exit"] = (
             tps["ours_self_speculative"] / tps["hf_assistant_early_exit"])
@@ -83,6 +95,8 @@ def checks(outputs: dict[str, list[list[int]]]) -> dict[str, bool]:
         "ours_self_speculative_adapter == ours_autoregressive": outputs["ours_self_speculative_adapter"] == ar,
         "identity self_speculative == identity autoregressive":
             outputs["identity_self_speculative"] == outputs["identity_autoregressive"],
+        **{f"{name} == ours_autoregressive": outputs[name] == ar
+           for name in ("ours_autoregressive_graphs", "ours_self_speculative_graphs") if name in outputs},
     }
 
 
@@ -111,7 +125,7 @@ def report(a, loaded, device, stats, outputs, variants, removed_share, bound) ->
            "tokens_per_second": {n: s.tokens_per_second for n, s in stats.items()}, "ratios": r, "checks": c,
            "removed_layers": variants["removed"], "removed_time_share": removed_share,
            "weight_streaming_bound": bound, "linear_kernel": [engine.linear_kernel, engine.kernel.detail],
-           "exit_adapter": variants["adapter_report"]}
+           "exit_adapter": variants["adapter_report"], "cuda_graphs": variants["cuda_graphs"]}
     with open(path, "w") as f:
         json.dump(doc, f, indent=1)
     print(f"wrote {path}")
@@ -127,6 +141,7 @@ def run(a: argparse.Namespace) -> None:
         raise UsageError(f"--draft_confidence must be in (0, 1), got {a.draft_confidence}")
     prompts, calibration = load_prompts(a, loaded.tokenizer)
     runners, variants = build_runners(loaded, calibration, a)
+    variants["cuda_graphs"] = add_graph_runners(runners, loaded, prompts, a) if device.type == "cuda" else {}
     print("prepared every variant; timing", file=sys.stderr)
     stats, outputs = run_alternating(runners, prompts, a.rounds)
     removed_share = removed_time_share(variants["base_engine"], runners["ours_autoregressive"], prompts,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -138,6 +139,25 @@ def build_runners(loaded: LoadedModel, calibration_ids: list[list[int]], a) -> t
             loaded.model, loaded.tokenizer, T, assistant_early_exit=E, num_assistant_tokens=d,
             num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0)
     return runners, v
+
+
+def add_graph_runners(runners: dict, loaded: LoadedModel, prompts: list[list[int]], a) -> dict[str, str]:
+    """On CUDA: our autoregressive and self-speculative loops over steps captured as CUDA graphs (checked against
+    their eager replay as benchmark.py does). Returns each one's cuda_graphs status."""
+    from layerbench.runs.graphs import capture_checked
+    statuses = {}
+    for name, strategy, config in (
+            ("ours_autoregressive_graphs", "autoregressive", GenerationConfig(max_steps=a.max_tokens)),
+            ("ours_self_speculative_graphs", "self_speculative",
+             GenerationConfig(max_steps=a.max_tokens, exit_layer=a.exit_layer, num_speculations=a.num_speculations))):
+        engine = Engine(loaded.model)
+        capacity = STRATEGIES[strategy].capacity(max(map(len, prompts)), config)
+        check = our_runner(engine, strategy, dataclasses.replace(config, max_steps=16))
+        statuses[name] = capture_checked(engine, capacity, STRATEGIES[strategy].static_shapes(engine, config), "cuda",
+                                         lambda: check(prompts[0])[0])
+        if engine.static is not None:
+            runners[name] = our_runner(engine, strategy, config)
+    return statuses
 
 
 def run_alternating(runners: dict, prompts: list[list[int]], rounds: int

@@ -20,7 +20,7 @@ class Autoregressive(GenerationStrategy):
         early_exit = config.exit_layer > 0
         last = config.exit_layer if early_exit else engine.num_layers
         exit_layer = config.exit_layer if early_exit else None
-        clock = Clock(engine.device)
+        clock = Clock(engine.devices)
         t0 = clock.now()
         cache, tokens, token = prefill(engine, prompt, self.capacity(prompt.shape[1], config), last, chooser,
                                        exit_layer)

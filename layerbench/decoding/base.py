@@ -52,12 +52,14 @@ class GenerationStrategy(ABC):
 
 
 class Clock:
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
+    """Wall time after every device the engine computes on has finished its queued work."""
+
+    def __init__(self, devices: tuple[torch.device, ...]) -> None:
+        self.cuda = [d for d in devices if d.type == "cuda"]
 
     def now(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
+        for device in self.cuda:
+            torch.cuda.synchronize(device)
         return time.perf_counter()
 
 

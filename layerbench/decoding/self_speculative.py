@@ -33,7 +33,7 @@ class SelfSpeculative(GenerationStrategy):
     def generate(self, engine: Engine, prompt: torch.Tensor, config: GenerationConfig, chooser: TokenChooser,
                  stop: StopCondition) -> GenerationResult:
         d = config.num_speculations
-        clock = Clock(engine.device)
+        clock = Clock(engine.devices)
         t0 = clock.now()
         cache, tokens, token = prefill(engine, prompt, self.capacity(prompt.shape[1], config), engine.num_layers,
                                        chooser)

@@ -15,6 +15,7 @@ from layerbench.engine.attention import CAUSAL, attend, visible
 from layerbench.engine.kv_cache import KVCache
 from layerbench.engine.linear_kernels import LinearKernel, bind_projection
 from layerbench.engine.norms import NORMS
+from layerbench.engine.placement import module_device
 from layerbench.engine.rope import apply_rotary
 from layerbench.models.families import Family
 
@@ -35,6 +36,8 @@ class Step:
     cos: torch.Tensor | None = None
     sin: torch.Tensor | None = None
     positions: torch.Tensor | None = None
+    device: torch.device | None = None  # where the blocks that use this view of the pass compute
+    moved: dict = field(default_factory=dict)  # device -> this pass as blocks on that device see it
     _masks: dict = field(default_factory=dict)
 
     @property
@@ -74,6 +77,7 @@ class DecoderBlock:
     def __init__(self, layer: nn.Module, family: Family, config, slot: int, position: int,
                  kernel: LinearKernel) -> None:
         self.module, self.slot, self.position = layer, slot, position
+        self.device = module_device(layer, f"decoder layer {position}")
         eps = getattr(config, family.eps_attr)
         norm = NORMS[family.norm_kind]
 
@@ -147,6 +151,7 @@ class StandInBlock:
 
     def __init__(self, module: nn.Module, kernel: LinearKernel) -> None:
         self.module = module
+        self.device = module_device(module, "a stand-in")
         self.project = bind_projection(module.linear, kernel)
         self.first_update = module.first_update
 

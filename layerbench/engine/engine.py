@@ -23,6 +23,7 @@ from layerbench.engine.blocks import DecoderBlock, StandInBlock, Step
 from layerbench.engine.kv_cache import KVCache
 from layerbench.engine.linear_kernels import bind_projection, choose_kernel
 from layerbench.engine.norms import NORMS
+from layerbench.engine.placement import Placement, module_device, to_device
 from layerbench.engine.rope import RotaryTable
 from layerbench.engine.static_steps import StaticSteps
 from layerbench.errors import UsageError
@@ -35,7 +36,15 @@ Block = DecoderBlock | StandInBlock
 
 
 class LayerObserver(Protocol):
+    """Sees each block's input and output values (eager passes only: a replayed graph has no per-block values)."""
+
     def __call__(self, block: Block, before: torch.Tensor, after: torch.Tensor, phase: str) -> None: ...
+
+
+class BlockCounter(Protocol):
+    """Told which block ran over how many tokens, in eager passes and graph replays alike."""
+
+    def __call__(self, block: Block, tokens: int, phase: str) -> None: ...
 
 
 class LayerPolicy(Protocol):
@@ -62,10 +71,11 @@ class Engine:
         self.options = options or EngineOptions()
         self.family = get_family(model)
         self.observers: list[LayerObserver] = []
+        self.counters: list[BlockCounter] = []
         self.policy: LayerPolicy | None = None
         self.kernel = choose_kernel(self.options.linear_kernel, model)
         self.attention_backends = attention_backends(self.options.attention_backend,
-                                                     next(model.parameters()).device)
+                                                     module_device(get_family(model).embedding(model)))
         self.static: StaticSteps | None = None
         self.prepare()
 
@@ -78,30 +88,35 @@ class Engine:
         return describe(self.attention_backends)
 
     def prepare(self) -> None:
-        """Bind every block to the model's current modules and choose kernels."""
+        """Bind every block to the model's current modules (each computing on its weights' device) and choose
+        kernels."""
         model, family, config = self.model, self.family, self.model.config
-        first_param = next(model.parameters())
-        self.device, self.dtype = first_param.device, first_param.dtype
+        self.embed_weight = family.embedding(model).weight
+        self.device, self.dtype = self.embed_weight.device, self.embed_weight.dtype  # input and output device
         self.blocks = self._build_blocks()
         decoders = [b for b in self.blocks if isinstance(b, DecoderBlock)]
         self.num_decoder_layers = len(decoders)
+        self.cache_devices = [b.device for b in decoders]  # each layer's KV-cache slot lives beside its weights
         self.kv_heads, self.head_dim = decoders[0].kv_heads, decoders[0].head_dim
         eps = getattr(config, family.eps_attr)
         self.final_norm = NORMS[family.norm_kind](family.final_norm(model), eps)
         self.head = bind_projection(family.head(model), self.kernel)
+        self.placement = Placement(embed=self.device, blocks=tuple(b.device for b in self.blocks),
+                                   final_norm=module_device(family.final_norm(model), "the final norm"),
+                                   head=module_device(family.head(model), "the LM head"))
         self.final_softcap = getattr(config, family.final_softcap_attr, None) if family.final_softcap_attr else None
-        self.embed_weight = family.embedding(model).weight
         scale = family.embed_scale(config)
         self.embed_scale = torch.tensor(scale, dtype=torch.float32).to(self.dtype) if scale else None
         self.position_weight = (model.get_submodule(family.position_embed_path).weight
                                 if family.position_embed_path else None)
-        self.rotary = RotaryTable(config, self.head_dim, self.device, self.dtype) if family.rotary else None
+        block_devices = list(dict.fromkeys([self.device, *self.placement.blocks]))
+        self.rotary = RotaryTable(config, self.head_dim, block_devices, self.dtype) if family.rotary else None
         addons = get_addons(model)
-        self.exit_adapters = {int(k): bind_projection(m, self.kernel)
+        self.exit_adapters = {int(k): (bind_projection(m, self.kernel), module_device(m, f"exit adapter {k}"))
                               for k, m in (addons.exit_adapters.items() if addons else [])}
         draft = addons.draft_head if addons is not None else None
         self.draft_head = None if draft is None else (bind_projection(draft.linear, self.kernel), draft.token_ids,
-                                                      draft.vocab_size)
+                                                      draft.vocab_size, module_device(draft, "the draft head"))
 
     def _build_blocks(self) -> list[Block]:
         layers = self.family.layers(self.model)
@@ -122,6 +137,11 @@ class Engine:
         """Blocks the engine runs in sequence (decoder layers plus any stand-ins)."""
         return len(self.blocks)
 
+    @property
+    def devices(self) -> tuple[torch.device, ...]:
+        return self.placement.devices
+
+
     def new_cache(self, capacity: int, shared: bool = True) -> KVCache:
         """A cache for one sequence of up to `capacity` positions. With static steps and `shared`, the engine's
         own reused cache, which captured graphs keep pointing at; otherwise a private one (eager passes only)."""
@@ -129,40 +149,58 @@ class Engine:
             return self.static.cache_for(capacity)
         if self.rotary is not None:
             self.rotary.reserve(capacity)
-        return KVCache(self.num_decoder_layers, self.kv_heads, self.head_dim, capacity, self.dtype, self.device)
+        return KVCache(self.num_decoder_layers, self.kv_heads, self.head_dim, capacity, self.dtype,
+                       self.cache_devices)
 
     def embed(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """(1, T) token ids at `positions` (T,) -> (1, T, d)."""
-        hidden = F.embedding(input_ids, self.embed_weight)
+        hidden = F.embedding(to_device(input_ids, self.device), self.embed_weight)
         if self.embed_scale is not None:
             hidden = hidden * self.embed_scale
         if self.position_weight is not None:
-            hidden = hidden + F.embedding(positions, self.position_weight)
+            here = self.position_weight.device
+            hidden = hidden + to_device(F.embedding(to_device(positions, here), self.position_weight), self.device)
         return hidden
 
     def forward(self, hidden: torch.Tensor, cache: KVCache, start: int, first: int, last: int, phase: str,
                 positions: torch.Tensor | None = None, observe: bool = True) -> torch.Tensor:
         """Blocks [first, last) over hidden states (1, T, d) at positions start.. (or, static, at the device
         tensor `positions`), writing their keys/values. `observe=False` while a step is being captured."""
-        step = Step(start, hidden.shape[1], cache, positions=positions)
-        if self.rotary is not None:
-            step.cos, step.sin = (self.rotary.slice(start, hidden.shape[1]) if positions is None
-                                  else self.rotary.gather(positions))
+        step = self._with_rotary(Step(start, hidden.shape[1], cache, positions=positions, device=hidden.device),
+                                 hidden.device)
         if self.attention_backends is None:
             return self._blocks(hidden, step, first, last, phase, observe)
         with sdpa_kernel(self.attention_backends, set_priority=True):
             return self._blocks(hidden, step, first, last, phase, observe)
 
+    def _with_rotary(self, step: Step, device: torch.device) -> Step:
+        if self.rotary is not None:
+            step.cos, step.sin = (self.rotary.slice(step.start, step.length, device) if step.positions is None
+                                  else self.rotary.gather(step.positions))
+        return step
+
+    def _step_on(self, step: Step, device: torch.device) -> Step:
+        """The pass as blocks on another device see it: positions, rotary rows and masks on that device."""
+        if device not in step.moved:
+            positions = None if step.positions is None else to_device(step.positions, device)
+            moved = Step(step.start, step.length, step.cache, positions=positions, device=device)
+            step.moved[device] = self._with_rotary(moved, device)
+        return step.moved[device]
+
     def _blocks(self, hidden: torch.Tensor, step: Step, first: int, last: int, phase: str,
                 observe: bool) -> torch.Tensor:
         policy = self.policy
         skipped = policy.begin(phase) if policy is not None else ()
-        observers = self.observers if observe else ()
+        observers, counters = (self.observers, self.counters) if observe else ((), ())
         for block in self.blocks[first:last]:
             if block.position in skipped:
                 policy.skipped_block(block, hidden, phase)
                 continue
-            out = block(hidden, step)
+            if block.device != hidden.device:
+                hidden = to_device(hidden, block.device)
+            out = block(hidden, step if block.device == step.device else self._step_on(step, block.device))
+            for count in counters:
+                count(block, hidden.shape[1], phase)
             for observe in observers:
                 observe(block, hidden, out, phase)
             if policy is not None:
@@ -180,52 +218,59 @@ class Engine:
         if self.static is not None and phase != PREFILL and cache is self.static.cache:
             step = self.static.find(first, last, input_ids if hidden is None else hidden)
             if step is not None:
-                return step(start, input_ids if hidden is None else hidden, phase)
+                return step(start, input_ids if hidden is None else hidden, phase, self.static.replaying)
         if hidden is None:
             length = input_ids.shape[1]
             hidden = self.embed(input_ids, torch.arange(start, start + length, device=input_ids.device))
         return self.forward(hidden, cache, start, first, last, phase)
 
-    def notify(self, first: int, last: int, before: torch.Tensor, after: torch.Tensor, phase: str) -> None:
-        """Tell observers about blocks [first, last) that a replayed step ran (they see shapes, not per-block
-        values)."""
+    def count_blocks(self, first: int, last: int, tokens: int, phase: str) -> None:
+        """Tell the counters about blocks [first, last) that a replayed step ran."""
         for block in self.blocks[first:last]:
-            for observe in self.observers:
-                observe(block, before, after, phase)
+            for count in self.counters:
+                count(block, tokens, phase)
 
-    def use_static_steps(self, capacity: int, shapes: list[tuple[int, int, int, bool]], graphs: bool) -> None:
+    def use_static_steps(self, capacity: int, shapes: list[tuple[int, int, int, bool]], mode: str) -> None:
         """Prepare fixed-shape steps (first, last, tokens, from_ids) over one reused cache of `capacity`
-        positions; with `graphs` (CUDA only) each is captured as a CUDA graph now, before anything is timed."""
+        positions, run eagerly ("eager") or captured now, before anything is timed ("cuda" graphs; "emulated":
+        the replay path on CPU, see static_steps)."""
         if self.policy is not None:
             raise UsageError("static steps need the same layers at every step; a layer policy (gated skipping) "
                              "decides them per sequence")
-        self.static = StaticSteps(self, capacity, shapes, graphs)
+        if mode != "eager" and self.placement.split:
+            raise UsageError(f"captured steps need the whole model on one device; this one is split over "
+                             f"{', '.join(map(str, self.devices))}")
+        self.static = None
+        self.static = StaticSteps(self, capacity, shapes, mode)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Final norm and LM head (with Gemma 2's final soft-capping)."""
-        logits = self.head(self.final_norm(hidden))
+        """Final norm and LM head (with Gemma 2's final soft-capping), returned on the input device."""
+        normed = self.final_norm(to_device(hidden, self.placement.final_norm))
+        logits = self.head(to_device(normed, self.placement.head))
         if self.final_softcap is not None:
             logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
-        return logits
+        return to_device(logits, self.device)
+
+    def _adapted(self, hidden: torch.Tensor, exit_layer: int) -> torch.Tensor:
+        if exit_layer not in self.exit_adapters:
+            return hidden
+        adapter, device = self.exit_adapters[exit_layer]
+        hidden = to_device(hidden, device)
+        return hidden + adapter(hidden)
 
     def exit_logits(self, hidden: torch.Tensor, exit_layer: int) -> torch.Tensor:
         """Logits from the hidden state after block exit_layer - 1, through its exit adapter when one is fitted."""
-        adapter = self.exit_adapters.get(exit_layer)
-        if adapter is not None:
-            hidden = hidden + adapter(hidden)
-        return self.logits(hidden)
+        return self.logits(self._adapted(hidden, exit_layer))
 
     def draft_logits(self, hidden: torch.Tensor, exit_layer: int) -> torch.Tensor:
         """Like exit_logits, but with a draft head, if one is fitted, scoring only its vocabulary (every other
         token gets -inf): drafts are proposals, so they may be approximate; verification scores every token."""
         if self.draft_head is None:
             return self.exit_logits(hidden, exit_layer)
-        adapter = self.exit_adapters.get(exit_layer)
-        if adapter is not None:
-            hidden = hidden + adapter(hidden)
-        project, token_ids, vocab_size = self.draft_head
-        scores = project(self.final_norm(hidden))
+        project, token_ids, vocab_size, device = self.draft_head
+        normed = self.final_norm(to_device(self._adapted(hidden, exit_layer), self.placement.final_norm))
+        scores = project(to_device(normed, device))
         if self.final_softcap is not None:
             scores = torch.tanh(scores / self.final_softcap) * self.final_softcap
         logits = scores.new_full((*scores.shape[:-1], vocab_size), float("-inf"))
-        return logits.index_copy_(-1, token_ids, scores)
+        return to_device(logits.index_copy_(-1, token_ids, scores), self.device)

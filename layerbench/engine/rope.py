@@ -103,35 +103,62 @@ ROPE_TYPES: dict[str, Callable[[RopeParameters], tuple[torch.Tensor, float]]] = 
 
 
 class RotaryTable:
-    """cos/sin for positions [0, n), in the model dtype, extended on demand (never inside a captured graph:
-    `reserve` it for the longest sequence first)."""
+    """cos/sin for positions [0, n) in the model dtype, one table per device the blocks compute on, extended on
+    demand until `pin`ned. Once pinned (captured steps read it), the pinned tables are never rebound: a longer
+    eager pass (perplexity of a long reference, say) reads a separate, longer table instead."""
 
-    def __init__(self, config, head_dim: int, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, config, head_dim: int, devices: list[torch.device], dtype: torch.dtype) -> None:
         p = rope_parameters(config, head_dim)
         if p.rope_type not in ROPE_TYPES:
             raise UsageError(f"rope type {p.rope_type!r} is not supported; supported: {', '.join(ROPE_TYPES)}")
-        inv_freq, self.attention_scaling = ROPE_TYPES[p.rope_type](p)
-        self.inv_freq = inv_freq.to(device)
-        self.dim, self.device, self.dtype = p.dim, device, dtype
-        self.cos = self.sin = torch.empty(0, p.dim, device=device, dtype=dtype)
+        self.inv_freq, self.attention_scaling = ROPE_TYPES[p.rope_type](p)
+        self.dim, self.dtype = p.dim, dtype
+        empty = torch.empty(0, p.dim, dtype=dtype)
+        self.tables = {torch.device(d): (empty.to(d), empty.to(d)) for d in devices}
+        self.longer: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # used past a pinned length
+        self.pinned = False
+
+    @property
+    def length(self) -> int:
+        return next(iter(self.tables.values()))[0].shape[0]
+
+    def _table(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = torch.arange(length, device=device).float()[:, None] * self.inv_freq.to(device)[None, :]
+        emb = torch.cat([freqs, freqs], dim=-1)
+        return (emb.cos() * self.attention_scaling).to(self.dtype), (emb.sin() * self.attention_scaling).to(self.dtype)
 
     def reserve(self, length: int) -> None:
-        if length <= self.cos.shape[0]:
+        if length <= self.length:
             return
-        length = max(length, 2 * self.cos.shape[0], 256)
-        freqs = torch.arange(length, device=self.device).float()[:, None] * self.inv_freq[None, :]
-        emb = torch.cat([freqs, freqs], dim=-1)
-        self.cos = (emb.cos() * self.attention_scaling).to(self.dtype)
-        self.sin = (emb.sin() * self.attention_scaling).to(self.dtype)
+        length = max(length, 2 * self.length, 256)
+        if self.pinned:
+            if not self.longer or next(iter(self.longer.values()))[0].shape[0] < length:
+                self.longer = {d: self._table(length, d) for d in self.tables}
+            return
+        self.tables = {d: self._table(length, d) for d in self.tables}
 
-    def slice(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin of positions start .. start+length-1, shaped (1, 1, length, dim) for (B, H, T, D) heads."""
-        self.reserve(start + length)
-        return self.cos[None, None, start:start + length], self.sin[None, None, start:start + length]
+    def pin(self, length: int) -> None:
+        """Size the tables for `length` positions (exactly, unless they are longer already), then never rebind
+        them."""
+        if length > self.length:
+            self.tables = {d: self._table(length, d) for d in self.tables}
+        self.pinned = True
+
+    def buffers(self) -> list[torch.Tensor]:
+        return [t for pair in self.tables.values() for t in pair]
+
+    def slice(self, start: int, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of positions start .. start+length-1 on `device`, shaped (1, 1, length, dim) for (B, H, T, D)
+        heads."""
+        end = start + length
+        self.reserve(end)
+        cos, sin = self.tables[device] if end <= self.length else self.longer[device]
+        return cos[None, None, start:end], sin[None, None, start:end]
 
     def gather(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin of the positions in a device tensor (graph-safe once `reserve`d)."""
-        return self.cos[positions][None, None], self.sin[positions][None, None]
+        """cos, sin of the positions in a device tensor (graph-safe once `pin`ned), on that tensor's device."""
+        cos, sin = self.tables[positions.device]
+        return cos[positions][None, None], sin[positions][None, None]
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:

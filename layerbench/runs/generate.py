@@ -70,8 +70,9 @@ def run_samples(plan: Plan, prepared: Prepared, log: RunLog, todo: list[Sample])
     if plan.args.benchmark.warmup and todo:
         generate(prepared, prepared.prompts[todo[0].sample_id], new_chooser(plan, prepared), min(g.max_steps, 8))
     chooser = new_chooser(plan, prepared)
-    if prepared.engine.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(prepared.engine.device)
+    for device in prepared.engine.devices:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
     prepared.pruner.start_counting()
     records, status = [], {"rank": plan.info.rank, "error": None, "interrupted": False}
     bar = tqdm(todo, desc=f"{g.generation_strategy}/{plan.args.prune.prune_method}", unit="sample",

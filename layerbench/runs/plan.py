@@ -8,6 +8,7 @@ from layerbench.decoding import STRATEGIES
 from layerbench.engine.attention import BACKENDS
 from layerbench.errors import UsageError
 from layerbench.evaluation import datasets
+from layerbench.models.device_map import parse_device_map, parse_max_memory
 from layerbench.runs import resume
 from layerbench.runs.arguments import (Arguments, PruneArguments, parse_args, validate_dataset,
                                        validate_generation)
@@ -59,8 +60,8 @@ def validate_combinations(args: Arguments, info: DistInfo) -> None:
         raise UsageError(f"--stand_in {p.stand_in!r} unknown; choose from {', '.join(STAND_INS)}")
     if p.stand_in != "none" and p.prune_method not in ("angular", "random"):
         raise UsageError(f"--stand_in {p.stand_in} only applies to --prune_method angular or random")
-    if b.cuda_graphs not in ("auto", "on", "off"):
-        raise UsageError(f"--cuda_graphs {b.cuda_graphs!r} unknown; choose from auto, on, off")
+    if b.cuda_graphs not in ("auto", "on", "off", "static"):
+        raise UsageError(f"--cuda_graphs {b.cuda_graphs!r} unknown; choose from auto, on, off, static")
     if b.linear_kernel not in LINEAR_KERNELS:
         raise UsageError(f"--linear_kernel {b.linear_kernel!r} unknown; choose from {', '.join(LINEAR_KERNELS)}")
     if b.attention_backend not in BACKENDS:
@@ -70,7 +71,14 @@ def validate_combinations(args: Arguments, info: DistInfo) -> None:
     if b.execution_timeout <= 0:
         raise UsageError(f"--execution_timeout must be > 0, got {b.execution_timeout}")
     if b.device_map and info.enabled:
-        raise UsageError("--device_map shards one model over the GPUs of a single process; do not combine with torchrun")
+        raise UsageError("--device_map splits one model over the devices of a single process; torchrun runs one "
+                         "model per process (data parallel): use one or the other")
+    if b.device_map:
+        parse_device_map(b.device_map)
+    if b.max_memory:
+        if not b.device_map:
+            raise UsageError("--max_memory only applies with --device_map")
+        parse_max_memory(b.max_memory)
     if p.save_pruned_model and (p.prune_method in ("lowrank", "gated") or p.stand_in != "none"
                                 or g.exit_adapter != "none" or g.draft_vocabulary is not None):
         raise UsageError("--save_pruned_model writes standard HF checkpoints, which cannot describe factorized, "

@@ -15,6 +15,7 @@ from layerbench.evaluation import datasets
 from layerbench.models.loading import LoadedModel, load_model
 from layerbench.runs import distributed
 from layerbench.runs.arguments import validate_exit_layer
+from layerbench.runs.graphs import prepare_graphs
 from layerbench.runs.plan import Plan
 from layerbench.surgery.calibration import Calibration
 from layerbench.surgery.draft_vocabulary import choose_draft_vocabulary, install_draft_vocabulary
@@ -102,7 +103,7 @@ def prepare(plan: Plan) -> Prepared:
     b, d, g = plan.args.benchmark, plan.args.dataset, plan.args.generation
     torch.manual_seed(b.seed)
     device = distributed.init(plan.info, b.device)
-    loaded = load_model(b.model, b.dtype, device, b.device_map)
+    loaded = load_model(b.model, b.dtype, device, b.device_map, b.max_memory)
     pruner = prune(plan, loaded)
     exit_layer = mapped_exit_layer(plan, pruner)
     if g.exit_adapter != "none":  # fitted once, on rank 0
@@ -126,22 +127,8 @@ def prepare(plan: Plan) -> Prepared:
     generation = GenerationConfig(max_steps=g.max_steps, exit_layer=exit_layer,
                                   num_speculations=max(g.num_speculations, 0), draft_confidence=g.draft_confidence)
     strategy = STRATEGIES[g.generation_strategy]
-    graphs = prepare_graphs(plan, engine, strategy, generation, max(map(len, prompts.values())))
+    longest = max(prompts.values(), key=len)
+    graphs = prepare_graphs(b.cuda_graphs, engine, strategy, generation, longest, stop)
     return Prepared(loaded=loaded, pruner=pruner, engine=engine, strategy=strategy, generation=generation,
                     stop=stop, prompts=prompts, use_chat=use_chat,
                     load_seconds=loaded.load_seconds, cuda_graphs=graphs)
-
-
-def prepare_graphs(plan: Plan, engine: Engine, strategy: GenerationStrategy, generation: GenerationConfig,
-                   longest_prompt: int) -> str:
-    """Capture every fixed-shape step of the strategy as a CUDA graph (before timing), or say why not."""
-    requested = plan.args.benchmark.cuda_graphs
-    if requested == "off" or (requested == "auto" and engine.device.type != "cuda"):
-        return "off"
-    if engine.device.type != "cuda":
-        raise UsageError("--cuda_graphs on needs a CUDA device")
-    if engine.policy is not None:
-        return "off (gated skipping decides its layers per sample; those steps run eagerly)"
-    engine.use_static_steps(strategy.capacity(longest_prompt, generation),
-                            strategy.static_shapes(engine, generation), graphs=True)
-    return f"on ({len(engine.static.steps)} captured steps)"

@@ -1,6 +1,7 @@
 """Counting how often each layer of the ORIGINAL model ran, and over how many token positions.
 
-The engine reports every block it runs (the counter is one of its observers); Hugging Face's own forward (the
+The engine reports every block it runs, replayed CUDA-graph steps included (the counter is one of its block
+counters); Hugging Face's own forward (the
 seed API's `model(input_ids)`) is counted by forward hooks on the same layer modules. The two never overlap:
 the engine does not call layer modules.
 """
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-import torch
 from torch import nn
 
 
@@ -40,11 +40,11 @@ class LayerCallCounter:
         self.counts[index] += 1
         self.tokens[index] += tokens
 
-    def __call__(self, block, before: torch.Tensor, after: torch.Tensor, phase: str) -> None:
-        """Engine observer."""
+    def __call__(self, block, tokens: int, phase: str) -> None:
+        """Engine block counter."""
         index = self._origin.get(id(block.module))
         if index is not None:
-            self._add(index, before.shape[1])
+            self._add(index, tokens)
 
     def snapshot(self) -> list[int]:
         return [self.counts[i] for i in range(self.num_layers)]

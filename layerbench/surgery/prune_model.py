@@ -127,8 +127,8 @@ class PruneModel(CompressionAndSkipping):
 
     def attach(self, engine: Engine) -> Engine:
         """Let `engine` report layer calls to this model's counter and ask the gate (if any) what to skip."""
-        if self.counter not in engine.observers:
-            engine.observers.append(self.counter)
+        if self.counter not in engine.counters:
+            engine.counters.append(self.counter)
         engine.policy = self.gate
         return engine
 

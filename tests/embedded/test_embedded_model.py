@@ -129,3 +129,25 @@ def test_cache_holds_exactly_what_the_gguf_converter_gives(embedded):
     chat = [{"role": "user", "content": text}]
     assert (embedded.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
             == tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=False))
+
+
+@pytest.mark.slow
+def test_device_map_auto_gives_the_same_predictions_as_no_map(tmp_path):
+    """`--device_map auto` on the embedded model (one device here: the planner puts everything on the CPU) runs
+    through the placement-aware engine and must predict exactly what a run without a map predicts."""
+    import glob
+    import json
+
+    import benchmark
+    predictions = {}
+    for name, extra in (("plain", []), ("auto", ["--device_map", "auto"])):
+        out = tmp_path / name
+        assert benchmark.main(["--num_samples", "2", "--max_steps", "24", "--perplexity", "False",
+                               "--output_dir", str(out), *extra]) == 0
+        [path] = glob.glob(str(out / "benchmark_*.json"))
+        doc = json.load(open(path))
+        with open(out / doc["samples_file"]) as f:
+            predictions[name] = [json.loads(line)["prediction"] for line in f]
+        if name == "auto":
+            assert doc["model"]["device_map"] and doc["model"]["placement"]["devices"] == ["cpu"]
+    assert predictions["auto"] == predictions["plain"]

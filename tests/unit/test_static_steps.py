@@ -14,7 +14,7 @@ from tests.unit.test_families import build
 
 def _static(model, config: GenerationConfig, strategy: str, capacity: int = 256) -> Engine:
     engine = Engine(model)
-    engine.use_static_steps(capacity, STRATEGIES[strategy].static_shapes(engine, config), graphs=False)
+    engine.use_static_steps(capacity, STRATEGIES[strategy].static_shapes(engine, config), "eager")
     return engine
 
 
@@ -50,7 +50,7 @@ def test_static_steps_report_the_same_layer_calls():
         pm = PruneModel(model, None, PruneConfig(method="base"))
         engine = pm.attach(Engine(model))
         if static:
-            engine.use_static_steps(128, [(0, 6, 1, True)], graphs=False)
+            engine.use_static_steps(128, [(0, 6, 1, True)], "eager")
         pm.start_counting()
         greedy(engine, prompt_ids(), 10)
         counts[name] = pm.layer_call_counts()
@@ -65,7 +65,7 @@ def test_static_cache_capacity_and_gating_are_checked():
     pm = PruneModel(tiny_llama(), None, PruneConfig(method="gated"))
     pm.apply()
     with pytest.raises(UsageError, match="layer policy"):
-        pm.attach(Engine(pm.model)).use_static_steps(64, [(0, 6, 1, True)], graphs=False)
+        pm.attach(Engine(pm.model)).use_static_steps(64, [(0, 6, 1, True)], "eager")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -73,6 +73,105 @@ def test_cuda_graph_replay_equals_eager():
     model = tiny_llama().cuda()
     config = GenerationConfig(max_steps=24, exit_layer=3, num_speculations=3)
     graphed = Engine(model)
-    graphed.use_static_steps(128, STRATEGIES["self_speculative"].static_shapes(graphed, config), graphs=True)
+    graphed.use_static_steps(128, STRATEGIES["self_speculative"].static_shapes(graphed, config), "cuda")
     prompt = prompt_ids().cuda()
     assert (speculative(graphed, prompt, 24, 3, 3).token_ids == greedy(Engine(model), prompt, 24).token_ids)
+
+
+def _ss_config() -> GenerationConfig:
+    return GenerationConfig(max_steps=30, exit_layer=3, num_speculations=3)
+
+
+def test_replayed_steps_count_every_layer_call_as_eager_steps_do():
+    """Emulated replay runs each step without per-block callbacks, as a CUDA graph does: the counts must come from
+    the replay bookkeeping and equal the eager ones (draft, verification and decode steps)."""
+    model = tiny_llama(num_layers=6)
+    counts = {}
+    for mode in ("off", "eager", "emulated"):
+        pm = PruneModel(model, None, PruneConfig(method="base"))
+        engine = pm.attach(Engine(model))
+        if mode != "off":
+            engine.use_static_steps(128, STRATEGIES["self_speculative"].static_shapes(engine, _ss_config()), mode)
+        pm.start_counting()
+        tokens = speculative(engine, prompt_ids(), 30, 3, 3).token_ids
+        counts[mode] = (pm.layer_call_counts(), pm.counter.token_snapshot(), tokens)
+    assert counts["emulated"] == counts["eager"] == counts["off"]
+
+
+def test_observers_are_refused_during_replay():
+    model = tiny_llama(num_layers=6)
+    engine = Engine(model)
+    engine.use_static_steps(128, [(0, 6, 1, True)], "emulated")
+    engine.observers.append(lambda block, before, after, phase: None)
+    with pytest.raises(RuntimeError, match="observers"):
+        greedy(engine, prompt_ids(), 4)
+
+
+def _graph_check(engine: Engine, mode: str) -> str:
+    from layerbench.runs.graphs import capture_checked
+    config = _ss_config()
+    shapes = STRATEGIES["self_speculative"].static_shapes(engine, config)
+    return capture_checked(engine, 128, shapes, mode, lambda: speculative(engine, prompt_ids(), 16, 3, 3).token_ids)
+
+
+def test_capture_that_fails_falls_back_to_eager(capsys):
+    model = tiny_llama(num_layers=6)
+    engine = Engine(model)
+    status = _graph_check(engine, "cuda")  # no CUDA here: the capture itself fails
+    assert status.startswith("off (capture or replay failed: ") and engine.static is None
+    assert capsys.readouterr().err.count("warning: CUDA graphs off") == 1
+    assert greedy(engine, prompt_ids(), 20).token_ids == greedy(Engine(model), prompt_ids(), 20).token_ids
+
+
+def test_replay_that_differs_from_eager_falls_back(monkeypatch, capsys):
+    from layerbench.engine.static_steps import StaticStep
+    original = StaticStep.capture_emulated
+
+    def corrupted(step):
+        original(step)
+        replay = step.replay
+        step.replay = lambda: (replay(), step.output.mul_(-1.0))
+    monkeypatch.setattr(StaticStep, "capture_emulated", corrupted)
+    engine = Engine(tiny_llama(num_layers=6))
+    status = _graph_check(engine, "emulated")
+    assert status.startswith("off (replay differs from the eager steps") and engine.static is None
+    assert "warning: CUDA graphs off (replay differs" in capsys.readouterr().err
+
+
+def test_checked_capture_keeps_the_steps():
+    engine = Engine(tiny_llama(num_layers=6))
+    assert _graph_check(engine, "emulated").startswith("on (5 captured steps")
+    assert engine.static is not None and engine.static.replaying
+
+
+def test_static_buffers_never_move_during_a_run_with_long_references(tiny_model_dir, tmp_path):
+    """A full run through the static path with perplexity on references much longer than max_steps: every buffer
+    the steps use keeps its address (a captured graph would keep reading the old one), and the perplexities equal
+    those of an eager run."""
+    from layerbench.runs import distributed
+    from layerbench.runs.generate import run_samples
+    from layerbench.runs.plan import make_plan
+    from layerbench.runs.prepare import prepare
+    from layerbench.runs.run_log import RunLog
+
+    results = {}
+    for graphs in ("static", "off"):
+        argv = ["--model", tiny_model_dir, "--num_samples", "3", "--max_steps", "4", "--cuda_graphs", graphs,
+                "--generation_strategy", "self_speculative", "--exit_layer", "3", "--num_speculations", "2",
+                "--warmup", "False", "--output_dir", str(tmp_path / graphs)]
+        plan = make_plan(argv, distributed.from_environment())
+        prepared = prepare(plan)
+        static = prepared.engine.static
+        before = {k: t.data_ptr() for k, t in static.buffers(prepared.engine).items()} if static else {}
+        todo = plan.samples
+        records, status, _ = run_samples(plan, prepared, RunLog(plan.output_dir, graphs, 0), todo)
+        assert status["error"] is None
+        assert all(r["perplexity"]["tokens"] > prepared.generation.max_steps * 4 for r in records)
+        if static:
+            assert prepared.cuda_graphs.startswith("static (")
+            assert {k: t.data_ptr() for k, t in static.buffers(prepared.engine).items()} == before
+            longest = max(r["prompt_tokens"] + r["perplexity"]["tokens"] for r in records)
+            assert prepared.engine.rotary.length < longest <= next(iter(prepared.engine.rotary.longer.values()))[0].shape[0]
+        results[graphs] = [(r["prediction"], r["perplexity"]["nll_sum"]) for r in records]
+    for (text_s, nll_s), (text_e, nll_e) in zip(results["static"], results["off"]):
+        assert text_s == text_e and nll_s == pytest.approx(nll_e, rel=1e-4)
