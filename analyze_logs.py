@@ -50,12 +50,15 @@ def report(args) -> int:
             return 2
     out_dir = args.out or (args.paths[0] if os.path.isdir(args.paths[0]) else os.path.dirname(args.paths[0]) or ".")
     check_writable_dir(out_dir, "--out" if args.out else "output folder (the first log folder; set --out)")
-    runs, skipped = load_runs(args.paths, warn=lambda m: print(m, file=sys.stderr))
+    warnings: list[str] = []
+    runs, skipped = load_runs(args.paths, warn=warnings.append)
     for col, wanted in (("dataset", args.dataset), ("model", args.model), ("approach", args.approach)):
         if wanted and not runs.empty:
             runs = runs[runs[col].isin(wanted)]
     if args.plot and runs.empty:
-        raise UsageError(f"--plot: no valid runs in {', '.join(args.paths)} ({skipped} files skipped)")
+        raise UsageError(f"--plot: no valid runs to plot in {', '.join(args.paths)} ({skipped} files skipped)")
+    for w in warnings:
+        print(w, file=sys.stderr)
     bootstrap = BootstrapConfig(resamples=args.bootstrap_resamples, seed=args.seed)
     table = aggregate(runs, bootstrap)
     if args.sort:

@@ -98,7 +98,10 @@ def columns(metric: RunMetric, records: list[dict]) -> dict[str, np.ndarray]:
     """sample id -> components, for the records that have a value."""
     out = {}
     for r in records:
-        c = metric.components(r)
+        try:
+            c = metric.components(r)
+        except (KeyError, TypeError):  # a record from an older or foreign samples file that lacks the fields
+            c = None
         if c is not None:
             out[r["sample_id"]] = np.asarray(c, dtype=float)
     return out
