@@ -79,6 +79,9 @@ CASES = [
     (["--exit_adapter", "linear"], "--exit_adapter needs an exit layer"),
     (SPEC + ["--exit_layer", "3", "--num_speculations", "2", "--draft_confidence", "1.5"], "--draft_confidence"),
     (["--draft_confidence", "0.5"], "--draft_confidence"),
+    (["--bootstrap_resamples", "0"], "--bootstrap_resamples must be in [1, 100000], got 0"),
+    (["--bootstrap_resamples", "1000001"], "--bootstrap_resamples"),
+    (["--bootstrap_resamples", "ten"], "--bootstrap_resamples"),
 ]
 
 
