@@ -24,7 +24,7 @@ def base_runs(doc: dict, path: str) -> tuple[list[list[dict]] | None, str]:
     row = run_row(doc)
     if row["approach"] == "base":
         return None, "change vs base: this is a base run"
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = os.path.dirname(path) or "."
     runs, _ = load_runs([folder], warn=lambda m: None)
     key = tuple(row[k] for k in BASE_KEY)
     matches = [] if runs.empty else [r for _, r in runs.iterrows()
