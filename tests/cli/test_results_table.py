@@ -1,5 +1,6 @@
 """The end of a benchmark run: the run JSON's `uncertainty` section, the results table with its change against a
 matching base run in the same folder, and the one-line summary kept as the last line."""
+import copy
 import glob
 import json
 import os
@@ -7,7 +8,9 @@ import os
 import pytest
 
 import benchmark
-from layerbench.runs.results_table import base_runs
+from layerbench.analysis.uncertainty import BootstrapConfig
+from layerbench.runs.results_table import base_runs, results_table
+from layerbench.runs.summary import aggregate, uncertainty
 
 FLAGS = ["--num_samples", "3", "--max_steps", "4", "--bootstrap_resamples", "200", "--seed", "5"]
 
@@ -40,16 +43,24 @@ def test_run_json_uncertainty_and_end_of_run_table(capsys, tiny_model_dir, tmp_p
     assert rows["rougeL"][1:4] == [f"{doc['metrics']['rougeL']:.4g}", f"{u['metrics']['rougeL']['stderr']:.4g}",
                                    f"[{low:.4g}, {high:.4g}]"]
 
-    lines = _run(capsys, tiny_model_dir, tmp_path, "--prune_method", "random", "--dropout_threshold", "0.5")
+    # a pruned run beside it: every sample 0.1 lower in ROUGE-L and twice as fast
+    records = [json.loads(line) for line in open(tmp_path / doc["samples_file"])]
+    for r in records:
+        r["metrics"]["rougeL"] -= 0.1
+        r["total_time"] /= 2
+    pruned = copy.deepcopy(doc)
+    pruned["prune"]["method"] = pruned["args"]["prune_method"] = "random"
+    pruned["metrics"] = aggregate(records)
+    pruned["uncertainty"] = uncertainty(records, pruned["metrics"], BootstrapConfig(resamples=200, seed=5))
+    pruned_path = str(tmp_path / "pruned.json")
+    lines = results_table(pruned, pruned_path, records, BootstrapConfig(resamples=200, seed=5)).splitlines()
     assert lines[0] == f"change vs base: 1 base run(s) in {tmp_path}, paired: 3 ids"
     rows = _rows(lines)
-    assert rows["tokens_per_second"][4].startswith("x") and "[" in rows["tokens_per_second"][4]
-    assert rows["rougeL"][4][0] in "+-"
-    assert lines[-1].startswith(str(tmp_path)) and " rouge1=" in lines[-1]
+    assert rows["rougeL"][4] == "-0.1 [-0.1, -0.1]" and rows["tokens_per_second"][4] == "x2 [2, 2]"
+    assert rows["corpus_bleu"][4] == "+0 [0, 0] (ns)"  # the same predictions
 
     # a base run without its samples file is named, not paired
-    [pruned_path] = [p for p in glob.glob(str(tmp_path / "benchmark_*.json")) if p != path]
-    os.remove(os.path.join(tmp_path, doc["samples_file"]))
-    runs, about = base_runs(json.load(open(pruned_path)), pruned_path)
+    os.remove(tmp_path / doc["samples_file"])
+    runs, about = base_runs(pruned, pruned_path)
     assert runs is None
     assert about == f"change vs base: not paired: a matching base run in {tmp_path} has no samples file"
