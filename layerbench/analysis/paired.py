@@ -115,7 +115,10 @@ def add_paired_changes(table: pd.DataFrame, runs: pd.DataFrame, keys: list[str],
         table[f"{column}_ci_high"] = math.nan
     for i, r in table.iterrows():
         base_key = bases.get(tuple(r[base_keys]))
-        if r["approach"] == "base" or base_key is None:
+        if r["approach"] == "base":
+            continue
+        if base_key is None:
+            table.at[i, "pairing"] = "no base run"
             continue
         base_runs, new_runs = _runs_of(paths[base_key], cache), _runs_of(paths[tuple(r[keys])], cache)
         p = pairing(base_runs, new_runs)

@@ -89,6 +89,8 @@ def test_aggregation_speedup_and_quality_change(log_dir):
     spec = table.loc[("self_speculative", "angular", "n=1", 2)]
     assert spec["speedup"] == pytest.approx(10.0 / 8.0) and spec["num_speculations"] == 3
     assert math.isnan(table.loc[("autoregressive", "angular", "n=3", 7)]["speedup"])
+    assert table.loc[("autoregressive", "angular", "n=3", 7)]["pairing"] == "no base run"
+    assert ang["pairing"] == "unpaired: no samples file"  # these edited copies have none
 
 
 def test_cli_tables_warnings_and_csvs(log_dir):
