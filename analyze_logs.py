@@ -1,21 +1,25 @@
 """Aggregate benchmark.py run logs into metrics and timing tables (and plots).
 
     python analyze_logs.py [LOG_DIR_OR_FILE ...] [--format github|latex|csv|json] [--out DIR] [--plot]
-        [--dataset NAME] [--model NAME] [--approach NAME] [--sort COLUMN]
+        [--dataset NAME] [--model NAME] [--approach NAME] [--sort COLUMN] [--bootstrap_resamples N] [--seed S]
 
 Corrupt, partial (`complete: false`) and foreign JSON files are skipped with one warning line each. Speedup and
 quality change are relative to the base run with the same model, dataset, strategy, exit layer, speculations and
-sample count (see layerbench.analysis.tables).
+sample count (see layerbench.analysis.tables), paired over the shared sample ids with a paired-bootstrap 95%
+interval where both runs have samples files (layerbench.analysis.paired).
 """
 from __future__ import annotations
 
 import os
 import sys
 
+from layerbench.analysis.output_dir import check_writable_dir
+from layerbench.analysis.paired import legend
 from layerbench.analysis.plots import plot
 from layerbench.analysis.tables import (METRICS_COLUMNS, METRICS_DISPLAY, TIMING_COLUMNS, aggregate, load_runs,
                                         render, write_csvs)
-from layerbench.errors import OneLineArgumentParser
+from layerbench.analysis.uncertainty import BootstrapConfig
+from layerbench.errors import OneLineArgumentParser, UsageError, positive_int
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,26 +32,46 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--approach", action="append")
     ap.add_argument("--sort", default=None, help="column to sort by")
     ap.add_argument("--plot", action="store_true")
+    ap.add_argument("--bootstrap_resamples", type=positive_int, default=1000,
+                    help="resamples of the paired bootstrap behind each change's 95%% interval")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
     args = ap.parse_args(argv)
+    try:
+        return report(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def report(args) -> int:
     for p in args.paths:
         if not os.path.exists(p):
             print(f"error: {p}: no such file or directory", file=sys.stderr)
             return 2
-    runs, skipped = load_runs(args.paths, warn=lambda m: print(m, file=sys.stderr))
+    out_dir = args.out or (args.paths[0] if os.path.isdir(args.paths[0]) else os.path.dirname(args.paths[0]) or ".")
+    check_writable_dir(out_dir, "--out" if args.out else "output folder (the first log folder; set --out)")
+    warnings: list[str] = []
+    runs, skipped = load_runs(args.paths, warn=warnings.append)
     for col, wanted in (("dataset", args.dataset), ("model", args.model), ("approach", args.approach)):
         if wanted and not runs.empty:
             runs = runs[runs[col].isin(wanted)]
-    table = aggregate(runs)
+    if args.plot and runs.empty:
+        raise UsageError(f"--plot: no valid runs to plot in {', '.join(args.paths)} ({skipped} files skipped)")
+    for w in warnings:
+        print(w, file=sys.stderr)
+    bootstrap = BootstrapConfig(resamples=args.bootstrap_resamples, seed=args.seed)
+    table = aggregate(runs, bootstrap)
     if args.sort:
         if args.sort not in table.columns:
             print(f"error: --sort {args.sort}: no such column; columns: {', '.join(table.columns)}", file=sys.stderr)
             return 2
         table = table.sort_values(args.sort, kind="stable").reset_index(drop=True)
-    out_dir = args.out or (args.paths[0] if os.path.isdir(args.paths[0]) else os.path.dirname(args.paths[0]) or ".")
     print("## Metrics\n")
     print(render(table, METRICS_DISPLAY if args.format in ("github", "latex") else METRICS_COLUMNS, args.format))
     print("\n## Timing\n")
     print(render(table, TIMING_COLUMNS, args.format))
+    if args.format in ("github", "latex"):
+        print("\n" + legend(bootstrap))
     written = write_csvs(table, out_dir)
     if args.plot:
         written += plot(table, out_dir)

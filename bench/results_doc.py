@@ -27,6 +27,7 @@ class Section:
     command: str
     about: str
     render: Callable[[list[tuple[str, dict]]], str]
+    per_sample: bool = False  # the files hold per-sample values, so the tables carry 95% intervals
 
 
 def table(rows: list, headers: list[str], floatfmt: str = ".3f") -> str:
@@ -89,11 +90,55 @@ def render_equivalence(files: list[tuple[str, dict]]) -> str:
     return "\n\n".join(out)
 
 
+INTERVAL_METRICS = ["rougeL", "corpus_bleu", "perplexity", "tokens_per_second", "decode_tokens_per_second"]
+
+
+def run_intervals(path: str, doc: dict) -> dict | None:
+    """The run's `uncertainty` metrics: from the run JSON, else computed from its samples file (runs written
+    before the section existed); None without per-sample values."""
+    from layerbench.analysis.paired import read_records, samples_path
+    from layerbench.analysis.uncertainty import BootstrapConfig
+    from layerbench.runs.summary import uncertainty
+    if "uncertainty" in doc:
+        return doc["uncertainty"]["metrics"]
+    samples = samples_path(path, doc)
+    if samples is None:
+        return None
+    return uncertainty(read_records(samples), doc["metrics"], BootstrapConfig(seed=doc["args"].get("seed", 0)))["metrics"]
+
+
+def interval_cell(e: dict | None) -> str:
+    if e is None or e["value"] is None:
+        return ""
+    low, high = e["ci95"]
+    return f"{e['value']:.4g}" + ("" if low is None else f" [{low:.3g}, {high:.3g}]")
+
+
+def render_run_intervals(files: list[tuple[str, dict]]) -> str:
+    """One row per run: its main metrics with their 95% bootstrap intervals over samples."""
+    from layerbench.analysis.tables import run_row
+    rows = []
+    for path, doc in files:
+        r, intervals = run_row(doc), run_intervals(path, doc)
+        label = [r["strategy"], r["approach"], r["param"], r["samples"]]
+        if intervals is None:
+            rows.append(label + ["no per-sample values in this result"] + [""] * (len(INTERVAL_METRICS) - 1))
+        else:
+            rows.append(label + [interval_cell(intervals.get(m)) for m in INTERVAL_METRICS])
+    rows.sort(key=lambda row: [str(x) for x in row[:3]])
+    return table(rows, ["strategy", "approach", "param", "samples", *INTERVAL_METRICS])
+
+
 def render_sweep(files: list[tuple[str, dict]]) -> str:
+    from layerbench.analysis.paired import legend
     from layerbench.analysis.tables import METRICS_DISPLAY, TIMING_COLUMNS, aggregate, load_runs, render
+    from layerbench.analysis.uncertainty import BootstrapConfig
     runs, _ = load_runs([os.path.dirname(files[0][0])], warn=lambda m: None)
-    summary = aggregate(runs)
-    return render(summary, METRICS_DISPLAY, "github") + "\n\n" + render(summary, TIMING_COLUMNS, "github")
+    bootstrap = BootstrapConfig()
+    summary = aggregate(runs, bootstrap)
+    return (render(summary, METRICS_DISPLAY, "github") + "\n\n" + render(summary, TIMING_COLUMNS, "github")
+            + "\n\n" + legend(bootstrap) + "\n\nEach run's values with their 95% intervals over samples (percentile "
+            "bootstrap, 1000 resamples, seeded by the run's --seed):\n\n" + render_run_intervals(files))
 
 
 SECTIONS = [
@@ -127,8 +172,9 @@ SECTIONS = [
             "OUTPUT_DIR=results/sweep NUM_SAMPLES=10 MAX_STEPS=64 ./run_tests_base && "
             "OUTPUT_DIR=results/sweep NUM_SAMPLES=10 MAX_STEPS=64 ./run_tests",
             "Tables as `python analyze_logs.py results/sweep` prints them. Runs are separate processes: their "
-            "speed columns carry this machine's 10-20% noise; bench/speed.py gives side-by-side ratios.",
-            render_sweep),
+            "speed columns carry this machine's 10-20% noise, which the intervals (sampling noise over the 10 "
+            "samples) do not include; bench/speed.py gives side-by-side ratios.",
+            render_sweep, per_sample=True),
 ]
 
 
@@ -146,7 +192,9 @@ def write_section(section: Section, results: str) -> str:
         source = f"- {len(files)} files in `{os.path.relpath(os.path.dirname(paths[0]))}/`"
     else:
         source = "\n".join(f"- `{os.path.relpath(p)}`" for p, _ in files)
-    return head + section.render(files) + "\n\n" + ("Environment: " + "; ".join(envs) + "\n\n" if envs else "") \
+    no_intervals = ("" if section.per_sample else "These files hold aggregates only, no per-sample values, so "
+                    "their numbers carry no intervals.\n\n")
+    return head + section.render(files) + "\n\n" + no_intervals + ("Environment: " + "; ".join(envs) + "\n\n" if envs else "") \
         + "Files:\n" + source + "\n"
 
 

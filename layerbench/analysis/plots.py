@@ -52,10 +52,13 @@ def plot(table: pd.DataFrame, out_dir: str) -> list[str]:
         fig, ax = plt.subplots(figsize=(8, 4.5))
         labels = [f"{r.dataset}\n{r.approach} {r.param}\n{r.strategy}" for r in sub.itertuples()]
         colors = ["tab:gray" if a == "base" else "tab:blue" for a in sub["approach"]]
-        ax.bar(range(len(sub)), sub["speedup"], color=colors)
+        yerr = None
+        if "speedup_ci_low" in sub:  # paired-bootstrap 95% intervals (none for unpaired rows)
+            yerr = [(sub["speedup"] - sub["speedup_ci_low"]).fillna(0), (sub["speedup_ci_high"] - sub["speedup"]).fillna(0)]
+        ax.bar(range(len(sub)), sub["speedup"], color=colors, yerr=yerr, capsize=3)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks(range(len(sub)), labels, fontsize=6, rotation=45, ha="right")
-        ax.set_ylabel("speedup vs base (tokens/s)")
+        ax.set_ylabel("speedup vs base (tokens/s), paired 95% interval")
         ax.set_title("Speedup per approach")
         fig.tight_layout()
         path = os.path.join(out_dir, "speedup.png")

@@ -5,7 +5,9 @@ Reads every run JSON under the given paths (recursively; samples files are not r
 configuration are averaged (std when there are several); speedup and quality change are relative to the base
 run with the same model, dataset, strategy, exit layer, speculations and sample count. `speedup` compares
 tokens/s over whole generations (prefill included); `decode_speedup` compares tokens/s after the first token,
-which is what layer removal changes most directly.
+which is what layer removal changes most directly. Where both configurations have samples files, each change is
+paired over the shared sample ids with a paired-bootstrap 95% interval (layerbench.analysis.paired); `pairing`
+says which, or why a change is the unpaired difference of run values.
 """
 from __future__ import annotations
 
@@ -17,18 +19,25 @@ from typing import Iterable
 import pandas as pd
 from tabulate import tabulate
 
+from layerbench.analysis.paired import UNPAIRED, add_paired_changes, contains_no_change, samples_path
+from layerbench.analysis.uncertainty import BootstrapConfig
+
 
 CONFIG = ["dataset", "model", "strategy", "approach", "param", "exit_layer", "num_speculations", "samples"]
 BASE_KEY = ["dataset", "model", "strategy", "exit_layer", "num_speculations", "samples"]
 QUALITY = ["rouge1", "rouge2", "rougeL", "corpus_bleu", "exact_match", "perplexity"]
 SPEED = ["acceptance_rate", "mean_draft_length", "tokens_per_second", "decode_tokens_per_second", "time_per_token",
          "total_time", "num_parameters"]
-METRICS_COLUMNS = CONFIG + ["runs"] + QUALITY + ["acceptance_rate"] + [f"{q}_change" for q in QUALITY]
+# change column -> the run metric it compares (a ratio for speedups, a difference otherwise)
+CHANGE_COLUMNS = {"speedup": "tokens_per_second", "decode_speedup": "decode_tokens_per_second",
+                  **{f"{q}_change": q for q in QUALITY}}
+METRICS_COLUMNS = CONFIG + ["runs"] + QUALITY + ["acceptance_rate"] + [f"{q}_change" for q in QUALITY] + ["pairing"]
 METRICS_DISPLAY = CONFIG + ["runs"] + QUALITY + ["acceptance_rate", "rougeL_change", "corpus_bleu_change",
-                                                 "perplexity_change"]
+                                                 "perplexity_change", "pairing"]
 TIMING_COLUMNS = CONFIG + ["runs", "acceptance_rate", "mean_draft_length", "tokens_per_second",
                             "decode_tokens_per_second", "time_per_token", "total_time", "num_parameters", "speedup",
-                            "decode_speedup"]
+                            "decode_speedup", "pairing"]
+INTERVAL_SUFFIXES = ("_ci_low", "_ci_high")
 
 def _stand_in(p: dict) -> str:
     return f",stand_in={p['stand_in']}" if p.get("stand_in", "none") != "none" else ""
@@ -124,7 +133,8 @@ def load_runs(paths: list[str], warn=print) -> tuple[pd.DataFrame, int]:
     rows, skipped = [], 0
     for path in iter_json_files(paths):
         try:
-            rows.append(run_row(read_run(path)))
+            doc = read_run(path)
+            rows.append({**run_row(doc), "path": path, "samples_path": samples_path(path, doc)})
         except Skip as why:
             skipped += 1
             warn(f"warning: skipped {path}: {why}")
@@ -134,9 +144,9 @@ def load_runs(paths: list[str], warn=print) -> tuple[pd.DataFrame, int]:
     return pd.DataFrame(rows), skipped
 
 
-def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
+def aggregate(runs: pd.DataFrame, bootstrap: BootstrapConfig = BootstrapConfig()) -> pd.DataFrame:
     """One row per configuration: means, `<metric>_std` when a configuration ran more than once, `runs`,
-    and speedup / quality change against the matching base configuration."""
+    and speedup / quality change against the matching base configuration (paired where samples allow)."""
     if runs.empty:
         return pd.DataFrame(columns=METRICS_COLUMNS)
     values = [c for c in QUALITY + SPEED if c in runs.columns]
@@ -161,7 +171,21 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     for q in QUALITY:
         if q in table:
             table[f"{q}_change"] = table[q] - base_value(q)
-    return table
+    if "samples_path" not in runs:
+        return table
+    return add_paired_changes(table, runs, CONFIG, BASE_KEY, CHANGE_COLUMNS, bootstrap)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, float) and not math.isnan(value)
+
+
+def _change_note(row: pd.Series, col: str) -> str:
+    """` [low, high]` with ` (ns)` where the interval holds no change, or ` (unpaired)`."""
+    low, high = row.get(f"{col}_ci_low"), row.get(f"{col}_ci_high")
+    if _finite(low) and _finite(high):
+        return f" [{low:.3g}, {high:.3g}]" + (" (ns)" if contains_no_change(low, high, CHANGE_COLUMNS[col]) else "")
+    return " (unpaired)" if str(row.get("pairing", "")).startswith(UNPAIRED) else ""
 
 
 def _cell(row: pd.Series, col: str, table: pd.DataFrame) -> str:
@@ -171,18 +195,24 @@ def _cell(row: pd.Series, col: str, table: pd.DataFrame) -> str:
     if isinstance(value, float):
         text = f"{value:.4g}" if col != "num_parameters" else f"{value:,.0f}"
         std = row.get(f"{col}_std")
-        if std is not None and isinstance(std, float) and not math.isnan(std) and row.get("runs", 1) > 1:
+        if _finite(std) and row.get("runs", 1) > 1:
             text += f" ± {std:.2g}"
-        return text
+        return text + (_change_note(row, col) if col in CHANGE_COLUMNS else "")
     return str(value)
+
+
+def with_intervals(table: pd.DataFrame, columns: list[str]) -> list[str]:
+    """The columns present in the table, each change column followed by its interval bounds."""
+    cols = [c for c in columns if c in table.columns]
+    return [x for c in cols for x in [c, *(c + s for s in INTERVAL_SUFFIXES if c + s in table.columns)]]
 
 
 def render(table: pd.DataFrame, columns: list[str], fmt: str) -> str:
     cols = [c for c in columns if c in table.columns]
     if fmt == "json":
-        return table[cols].to_json(orient="records", indent=1)
+        return table[with_intervals(table, cols)].to_json(orient="records", indent=1)
     if fmt == "csv":
-        return table[cols].to_csv(index=False)
+        return table[with_intervals(table, cols)].to_csv(index=False)
     rows = [[_cell(r, c, table) for c in cols] for _, r in table.iterrows()]
     return tabulate(rows, headers=cols, tablefmt={"github": "github", "latex": "latex"}[fmt])
 
@@ -191,7 +221,7 @@ def write_csvs(table: pd.DataFrame, out_dir: str) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     for name, columns in (("summary_metrics.csv", METRICS_COLUMNS), ("summary_timing.csv", TIMING_COLUMNS)):
-        cols = [c for c in columns if c in table.columns]
+        cols = with_intervals(table, columns)
         extra = [f"{c}_std" for c in cols if f"{c}_std" in table.columns]
         path = os.path.join(out_dir, name)
         table[cols + extra].to_csv(path, index=False)

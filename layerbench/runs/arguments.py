@@ -37,6 +37,8 @@ class BenchmarkArguments:
     execute_code: bool = option(False, "human_eval: run the generated code against the tests (pass@1); runs "
                                        "model-written code")
     execution_timeout: float = 3.0
+    bootstrap_resamples: int = option(1000, "resamples of the bootstrap behind each metric's 95% interval (seeded "
+                                            "by --seed; 1 to 100000)")
     linear_kernel: str = option("auto", "how linear maps run: auto (tuned for fp32 on CPU: F.linear or the "
                                         "few-row product per row count, by timing; torch elsewhere), tuned, torch, "
                                         "few_row_mm")

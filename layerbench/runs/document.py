@@ -8,12 +8,14 @@ import sys
 
 import torch
 
+from layerbench.analysis.uncertainty import BootstrapConfig
 from layerbench.evaluation.metrics import BLEU_SETTINGS, ROUGE_SETTINGS
 from layerbench.evaluation.perplexity import PROTOCOL as PERPLEXITY_PROTOCOL
 from layerbench.runs.plan import Plan
 from layerbench.runs.prepare import Prepared
 from layerbench.runs.run_log import SCHEMA_VERSION, RunLog, environment, write_samples_atomic
-from layerbench.runs.summary import aggregate, summary_line
+from layerbench.runs.results_table import results_table
+from layerbench.runs.summary import aggregate, summary_line, uncertainty
 
 
 def _mode(plan: Plan) -> str:
@@ -97,6 +99,8 @@ def finish(plan: Plan, log: RunLog, doc: dict, done: dict[str, dict], parts: lis
     for key in ("process_peak_rss_mb", "cuda_max_allocated_mb"):
         values = [part["peak_memory"][key] for part in parts if part["peak_memory"][key] is not None]
         doc["metrics"][key] = max(values) if values else None
+    bootstrap = BootstrapConfig(resamples=plan.args.benchmark.bootstrap_resamples, seed=plan.args.benchmark.seed)
+    doc["uncertainty"] = uncertainty(records, doc["metrics"], bootstrap)
     doc["throughput"] = throughput(parts, plan.resumed is not None)
     doc["prune"]["layer_calls"] = [sum(c) for c in zip(*(part["layer_calls"] for part in parts))]
     doc["prune"]["run_metrics"] = parts[0]["run_metrics"] if not plan.info.enabled else [p["run_metrics"] for p in parts]
@@ -106,5 +110,6 @@ def finish(plan: Plan, log: RunLog, doc: dict, done: dict[str, dict], parts: lis
     log.write(doc)
     for f in failed:
         print(f"error: rank {f['rank']} failed: {f['error']}", file=sys.stderr)
-    print(summary_line(log.path, doc))
+    print(results_table(doc, log.path, records, bootstrap))
+    print(summary_line(log.path, doc))  # last: scripts parse this line
     return 1 if failed else (130 if interrupted else 0)

@@ -18,6 +18,7 @@ from layerbench.surgery.config import STAND_INS, PruneConfig, validate_config
 
 
 LINEAR_KERNELS = ("auto", "tuned", "torch", "few_row_mm")
+MAX_RESAMPLES = 100_000
 
 
 @dataclass
@@ -70,6 +71,8 @@ def validate_combinations(args: Arguments, info: DistInfo) -> None:
         raise UsageError("--execute_code only applies to --dataset human_eval")
     if b.execution_timeout <= 0:
         raise UsageError(f"--execution_timeout must be > 0, got {b.execution_timeout}")
+    if not 1 <= b.bootstrap_resamples <= MAX_RESAMPLES:
+        raise UsageError(f"--bootstrap_resamples must be in [1, {MAX_RESAMPLES}], got {b.bootstrap_resamples}")
     if b.device_map and info.enabled:
         raise UsageError("--device_map splits one model over the devices of a single process; torchrun runs one "
                          "model per process (data parallel): use one or the other")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+from layerbench.analysis.metric_components import columns, run_metrics
+from layerbench.analysis.uncertainty import BootstrapConfig, estimate
 from layerbench.evaluation.metrics import corpus_metrics
 
 
@@ -66,3 +68,14 @@ def summary_line(path: str, doc: dict) -> str:
             "acceptance_rate")
     parts = [f"{k}={m[k]:.4g}" for k in keys if isinstance(m.get(k), (int, float))]
     return f"{path}: " + " ".join(parts)
+
+
+def uncertainty(records: list[dict], metrics: dict, config: BootstrapConfig) -> dict:
+    """Standard error and bootstrap interval over samples of every metric in `metrics` that is a statistic of
+    per-sample values (counts, totals and memory peaks are not)."""
+    out = {}
+    for name, metric in run_metrics(records).items():
+        if isinstance(metrics.get(name), (int, float)):
+            rows = list(columns(metric, records).values())
+            out[name] = estimate(rows, metric.statistic, config, metric.is_mean).as_dict()
+    return {**config.describe(), "metrics": out}

@@ -89,6 +89,8 @@ def test_aggregation_speedup_and_quality_change(log_dir):
     spec = table.loc[("self_speculative", "angular", "n=1", 2)]
     assert spec["speedup"] == pytest.approx(10.0 / 8.0) and spec["num_speculations"] == 3
     assert math.isnan(table.loc[("autoregressive", "angular", "n=3", 7)]["speedup"])
+    assert table.loc[("autoregressive", "angular", "n=3", 7)]["pairing"] == "no base run"
+    assert ang["pairing"] == "unpaired: no samples file"  # these edited copies have none
 
 
 def test_cli_tables_warnings_and_csvs(log_dir):
@@ -166,3 +168,105 @@ def test_stand_in_and_exit_adapter_runs_are_their_own_configurations(tmp_path, r
     assert table.loc[("exit_adapter", "linear,confidence=0.4,vocabulary=64")]["speedup"] == pytest.approx(1.2)
     assert table.loc[("base", "")]["runs"] == 1  # the adapter run is not averaged into its base
     assert {"n=2", "n=2,stand_in=linear"} <= set(table.loc["angular"].index)
+
+
+def _minimal_run(directory, name, approach, ids, rougeL, seconds, samples=True, prune=None):
+    """A run JSON with just the fields analyze_logs reads, and its samples file (10 tokens per sample)."""
+    records = [{"sample_id": i, "prediction": "a b c", "reference": "a b d", "num_tokens": 10, "total_time": s,
+                "time_to_first_token": 0.1, "metrics": {"rougeL": r}} for i, r, s in zip(ids, rougeL, seconds)]
+    doc = {"schema_version": 2, "complete": True, "dataset": {"name": "d", "num_samples": len(ids)},
+           "model": {"name": "m"}, "prune": {"method": approach, **(prune or {})},
+           "args": {"prune_method": approach, "generation_strategy": "autoregressive", "exit_layer": -1,
+                    "num_speculations": -1, **(prune or {})},
+           "metrics": {"rougeL": sum(rougeL) / len(ids), "tokens_per_second": 10 * len(ids) / sum(seconds)},
+           "samples_file": f"{name}_samples.jsonl"}
+    _write(directory, f"{name}.json", doc)
+    if samples:
+        _write(directory, f"{name}_samples.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.fixture
+def paired_dir(tmp_path):
+    d = tmp_path / "paired"
+    ids = ["s1", "s2", "s3", "s4"]
+    _minimal_run(d, "base", "base", ids, [0.5, 0.6, 0.7, 0.8], [1.0, 1.0, 2.0, 2.0])
+    # every sample 0.1 lower and twice as fast: constant paired changes
+    _minimal_run(d, "ang", "angular", ids, [0.4, 0.5, 0.6, 0.7], [0.5, 0.5, 1.0, 1.0], prune={"prune_n": 2})
+    _minimal_run(d, "nosamples", "angular", ids, [0.3] * 4, [1.0] * 4, samples=False, prune={"prune_n": 3})
+    _minimal_run(d, "other_ids", "angular", ["t1", "t2", "t3", "t4"], [0.2] * 4, [1.0] * 4, prune={"prune_n": 4})
+    return d
+
+
+def test_changes_are_paired_over_shared_sample_ids(paired_dir):
+    table = tables.aggregate(tables.load_runs([str(paired_dir)], warn=lambda m: None)[0]).set_index("param")
+    ang = table.loc["n=2"]
+    assert ang["pairing"] == "paired: 4 ids"
+    assert (ang["rougeL_change"], ang["rougeL_change_ci_low"], ang["rougeL_change_ci_high"]) == (
+        pytest.approx(-0.1), pytest.approx(-0.1), pytest.approx(-0.1))
+    assert (ang["speedup"], ang["speedup_ci_low"], ang["speedup_ci_high"]) == (2.0, 2.0, 2.0)
+    assert table.loc["n=3"]["pairing"] == "unpaired: no samples file"
+    assert table.loc["n=3"]["rougeL_change"] == pytest.approx(0.3 - 0.65)  # the difference of run values
+    assert math.isnan(table.loc["n=3"]["rougeL_change_ci_low"])
+    assert table.loc["n=4"]["pairing"] == "unpaired: 0 shared sample ids"
+    assert table.loc[""]["pairing"] == ""  # the base row
+
+
+def test_cli_marks_intervals_and_unpaired_changes(paired_dir, tmp_path):
+    code, out, _ = _table(paired_dir, "--out", str(tmp_path / "o"))
+    assert code == 0
+    metrics, timing = ({line.split("|")[5].strip(): line for line in part.splitlines() if line.startswith("| d ")}
+                       for part in out.split("## Timing"))
+    cells = [c.strip() for c in metrics["n=2"].split("|")]
+    assert cells[-4:-1] == ["-0.1 [-0.1, -0.1]", "0 [0, 0] (ns)", "paired: 4 ids"]  # the same predictions' BLEU
+    assert "| 2 [2, 2]" in timing["n=2"] and "(ns)" not in timing["n=2"]
+    assert "-0.35 (unpaired)" in metrics["n=3"] and "unpaired: no samples file" in metrics["n=3"]
+    assert "Changes vs base: [95% interval] from a paired bootstrap" in out
+    [ang] = [r for r in csv.DictReader(open(tmp_path / "o" / "summary_timing.csv")) if r["param"] == "n=2"]
+    assert (float(ang["speedup_ci_low"]), float(ang["speedup_ci_high"])) == (2.0, 2.0)
+
+
+def test_interval_containing_no_change_is_marked(tmp_path):
+    d = tmp_path / "ns"
+    _minimal_run(d, "base", "base", ["a", "b", "c"], [0.5, 0.5, 0.5], [1.0, 1.0, 1.0])
+    _minimal_run(d, "ang", "angular", ["a", "b", "c"], [0.6, 0.4, 0.5], [1.0, 1.0, 1.0], prune={"prune_n": 2})
+    code, out, _ = _table(d, "--out", str(tmp_path / "o"))
+    row = next(line for line in out.splitlines() if "| n=2 " in line)  # the metrics table comes first
+    # differences +0.1, -0.1, 0: all three resampled at -0.1 (or +0.1) has probability 1/27 > 2.5%
+    assert code == 0 and "| 0 [-0.1, 0.1] (ns)" in row
+
+
+def _one_error_line(err):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def test_plot_without_valid_runs_is_one_error_line(tmp_path):
+    d = tmp_path / "bad"
+    _write(d, "corrupt.json", '{"schema_version": 1, "metr')
+    code, out, err = _table(d, "--plot", "--out", str(tmp_path / "o"))
+    assert code == 2 and out == ""
+    assert "--plot: no valid runs to plot" in _one_error_line(err) and "1 files skipped" in err
+    assert not os.path.exists(tmp_path / "o")
+
+
+def _unwritable_dir(tmp_path):
+    """A folder this process cannot write: permission bits do not stop root, so root gets sysfs."""
+    if os.geteuid() == 0:
+        return "/sys"
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o500)
+    return str(d)
+
+
+@pytest.mark.parametrize("where,expected", [("file", "is a file"), ("under_file", "lies under a file"),
+                                            ("unwritable", "not writable")])
+def test_unusable_out_is_one_error_line(paired_dir, tmp_path, where, expected):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    out = {"file": str(a_file), "under_file": str(a_file / "sub"), "unwritable": _unwritable_dir(tmp_path)}[where]
+    code, stdout, err = _table(paired_dir, "--out", out)
+    assert code == 2 and stdout == ""
+    line = _one_error_line(err)
+    assert line.startswith(f"error: --out {out}: {expected}")

@@ -79,6 +79,9 @@ CASES = [
     (["--exit_adapter", "linear"], "--exit_adapter needs an exit layer"),
     (SPEC + ["--exit_layer", "3", "--num_speculations", "2", "--draft_confidence", "1.5"], "--draft_confidence"),
     (["--draft_confidence", "0.5"], "--draft_confidence"),
+    (["--bootstrap_resamples", "0"], "--bootstrap_resamples must be in [1, 100000], got 0"),
+    (["--bootstrap_resamples", "1000001"], "--bootstrap_resamples"),
+    (["--bootstrap_resamples", "ten"], "--bootstrap_resamples"),
 ]
 
 
@@ -134,6 +137,8 @@ def test_subprocess_error_has_no_traceback(tmp_path):
 
 @pytest.mark.parametrize("script,argv,expected", [
     ("analyze_logs.py", ["--format", "xyz"], "error: argument --format: invalid choice: 'xyz'"),
+    ("analyze_logs.py", ["--bootstrap_resamples", "0"], "error: argument --bootstrap_resamples: must be >= 1, got 0"),
+    ("analyze_logs.py", ["results/sweep", "--out", "README.md"], "error: --out README.md: is a file, not a folder"),
     ("bench/speed.py", ["--samples", "0"], "error: argument --samples: must be >= 1, got 0"),
     ("bench/linear_kernels.py", ["--rows", "1", "x"], "error: argument --rows: invalid int value: 'x'"),
 ])
