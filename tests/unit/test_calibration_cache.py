@@ -143,7 +143,8 @@ def test_no_calibration_cache_flag_neither_reads_nor_writes(tmp_path, tiny_model
     read (computed again), and nothing is written."""
     monkeypatch.setenv("LAYERBENCH_CACHE", str(tmp_path / "cache"))
     flags = ["--model", tiny_model_dir, "--num_samples", "1", "--max_steps", "2", "--perplexity", "False",
-             "--prune_method", "angular", "--prune_n", "2", "--calibration_samples", "3", "--warmup", "False"]
+             "--prune_method", "angular", "--prune_n", "2", "--calibration_samples", "3", "--warmup", "False",
+             "--linear_kernel", "torch"]
 
     def run(name, *extra):
         assert benchmark.main(flags + ["--output_dir", str(tmp_path / name), *extra]) == 0

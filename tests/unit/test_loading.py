@@ -50,7 +50,7 @@ def test_the_run_log_records_stored_and_used_dtype(checkpoint, tmp_path):
     path = checkpoint(torch.bfloat16)
     out = tmp_path / "logs"
     assert benchmark.main(["--model", path, "--num_samples", "1", "--max_steps", "2", "--perplexity", "False",
-                           "--warmup", "False", "--output_dir", str(out)]) == 0
+                           "--warmup", "False", "--linear_kernel", "torch", "--output_dir", str(out)]) == 0
     [log] = [p for p in os.listdir(out) if p.endswith(".json")]
     with open(out / log) as f:
         model = json.load(f)["model"]
