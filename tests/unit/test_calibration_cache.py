@@ -161,3 +161,21 @@ def test_no_calibration_cache_flag_neither_reads_nor_writes(tmp_path, tiny_model
     assert len(before) == 1
     assert run("b", "--no_calibration_cache")["status"] == "computed (cache off)"
     assert snapshot() == before
+
+
+def test_asvd_column_scales_are_cached_and_give_the_same_factors(tmp_path):
+    def run():
+        model = tiny_llama(num_layers=4)
+        cache = CalibrationCache(str(tmp_path), lambda: model_content_hash(model, None, str(tmp_path)))
+        pm = PruneModel(model, None, PruneConfig(method="lowrank", compression_rank=4, lowrank_method="asvd"),
+                        _calibration(), cache)
+        pm.apply()
+        return pm
+    first, second = run(), run()
+    assert [_products(pm) for pm in (first, second)] == [{"asvd_column_scales": "computed"},
+                                                         {"asvd_column_scales": "cached"}]
+    assert first.compressor.column_scales.keys() == second.compressor.column_scales.keys()
+    assert all(torch.equal(first.compressor.column_scales[k], second.compressor.column_scales[k])
+               for k in first.compressor.column_scales)
+    assert [m["relative_error"] for m in second.report["matrices"]] == [m["relative_error"]
+                                                                       for m in first.report["matrices"]]
