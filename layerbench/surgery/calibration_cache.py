@@ -117,8 +117,8 @@ class CalibrationCache:
                 value = self._load(path, full_key)
                 return value, self._record(product, "cached", time.perf_counter() - t0, digest)
             except Exception as exc:  # noqa: BLE001 - any unreadable entry is recomputed
-                _stderr(f"warning: calibration cache entry {path} is damaged "
-                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); recomputing it")
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}" if str(exc) else type(exc).__name__
+                _stderr(f"warning: calibration cache entry {path} is damaged ({reason}); recomputing it")
         value = compute()
         seconds = time.perf_counter() - t0
         try:
