@@ -11,6 +11,23 @@ from tests.helpers import tiny_llama  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Tests keep calibration products and file digests in a cache folder of their own (subprocesses inherit
+    it); the converted embedded model is shared with the user's cache through a link, so it is converted once."""
+    from layerbench.models.loading import cache_root
+    user, previous = cache_root(), os.environ.get("LAYERBENCH_CACHE")
+    root = tmp_path_factory.mktemp("layerbench_cache")
+    os.makedirs(os.path.join(user, "embedded"), exist_ok=True)
+    os.symlink(os.path.join(user, "embedded"), root / "embedded")
+    os.environ["LAYERBENCH_CACHE"] = str(root)
+    yield str(root)
+    if previous is None:
+        del os.environ["LAYERBENCH_CACHE"]
+    else:
+        os.environ["LAYERBENCH_CACHE"] = previous
+
+
 @pytest.fixture(scope="session")
 def embedded():
     """The real embedded SmolLM2-135M-Instruct (loaded once per test session)."""

@@ -98,7 +98,7 @@ class DecoderBlock:
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.split = (self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim)
-        self.scale = family.attn_scale(config, self.head_dim)
+        self.scale = family.attn_scale(config, self.head_dim, layer)
         self.window = family.window(config, position)
         self.softcap = getattr(config, family.attn_softcap_attr, None) if family.attn_softcap_attr else None
 

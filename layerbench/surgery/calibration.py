@@ -2,6 +2,7 @@
 decoding uses)."""
 from __future__ import annotations
 
+import hashlib
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -9,7 +10,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from layerbench.engine.engine import PREFILL, Engine
+from layerbench.engine.engine import PREFILL, Engine, EngineOptions
 from layerbench.errors import UsageError
 
 
@@ -30,6 +31,19 @@ def calibration_sequences(calibration: Calibration, samples: int, max_length: in
     return seqs, info
 
 
+def calibration_key(sequences: list[list[int]], info: dict) -> dict:
+    """What a calibration product depends on in its text: the source described in the log, and the token ids
+    themselves (so the template, the tokenizer and the excluded evaluation samples are all covered)."""
+    digest = hashlib.sha256(repr(sequences).encode()).hexdigest()
+    return {**{k: v for k, v in info.items() if k != "seconds"}, "token_ids_sha256": digest}
+
+
+def calibration_engine(model: torch.nn.Module) -> Engine:
+    """An engine for calibration passes: torch's own linear kernel, never the tuned one, whose per-row-count
+    choice is made by timing and so could differ between runs (a cached product must not depend on timing)."""
+    return Engine(model, EngineOptions(linear_kernel="torch"))
+
+
 Observer = Callable[[object, torch.Tensor, torch.Tensor, str], None]
 
 
@@ -40,7 +54,7 @@ def run_calibration(engine: Engine, sequences: list[list[int]], observer: Observ
     `on_sequence(k)` is called before sequence k."""
     engine.observers.append(observer)
     try:
-        for k, seq in enumerate(tqdm(sequences, desc=desc, unit="seq", leave=False, file=sys.stderr)):
+        for k, seq in enumerate(tqdm(sequences, desc=desc, unit="seq", leave=True, file=sys.stderr)):
             if on_sequence is not None:
                 on_sequence(k)
             ids = torch.tensor([seq], device=engine.device)

@@ -9,15 +9,15 @@ from torch import nn
 
 from layerbench.engine.engine import PREFILL, Engine
 from layerbench.errors import UsageError
-from layerbench.surgery.calibration import calibration_sequences
+from layerbench.surgery.calibration_cache import value_digest
 from layerbench.surgery.config import check_gate_values, check_lowrank_values
 from layerbench.surgery.gating import Gate, GatedLayer
 from layerbench.surgery.lowrank import LowRankCompressor, LowRankPlan
 
 
 class CompressionAndSkipping:
-    """Mixin: expects `model`, `family`, `config`, `report`, `num_layers`, `decided`, `layer_modules()` and
-    `calibration()` from PruneModel."""
+    """Mixin: expects `model`, `family`, `config`, `report`, `num_layers`, `decided`, `surgery`,
+    `layer_modules()`, `calibration_sequences()` and `calibrated()` from PruneModel."""
 
     def __init__(self) -> None:
         self.compressor: LowRankCompressor | None = None
@@ -46,6 +46,10 @@ class CompressionAndSkipping:
             self._asvd_scales()
         self._lowrank_plan = LowRankPlan(rank, ratio, method)
         result = self.compressor.apply(self._lowrank_plan)
+        self.surgery.append({"lowrank": [rank, ratio, method], "hot_path": self.hot_path(),
+                             "column_scales": value_digest([[i, n, v] for (i, n), v in
+                                                            sorted(self.compressor.column_scales.items())])
+                             if method == "asvd" else None})
         before, after = result["targeted_params_before"], result["targeted_params_after"]
         self.report.update({"compression_rank": rank, "compression_ratio": ratio, "lowrank_method": method,
                             "hot_path": self.hot_path(), **result,
@@ -60,9 +64,12 @@ class CompressionAndSkipping:
         if self.compressor.column_scales:
             return
         t0 = time.perf_counter()
-        seqs, info = calibration_sequences(self.calibration(), self.config.calibration_samples,
-                                           self.config.calibration_max_length)
-        self.compressor.measure_column_scales(self.model, seqs)
+        seqs, info = self.calibration_sequences()
+        targets = sorted(self.compressor.column_scale_targets())
+        scales = self.calibrated("asvd_column_scales", seqs, info, {"targets": targets},
+                                 lambda: self.compressor.measure_column_scales(self.model, seqs))
+        device = next(self.model.parameters()).device
+        self.compressor.column_scales = {(i, name): v.to(device) for i, name, v in scales}
         info["seconds"] = time.perf_counter() - t0
         self.report["calibration"] = info
 
@@ -82,6 +89,7 @@ class CompressionAndSkipping:
                 GatedLayer(layer, i, self.gate) for i, layer in enumerate(layers)))
         self.gate.threshold, self.gate.compute, self.gate.per_sequence = threshold, compute, per_sequence
         self._base_threshold = threshold
+        self.surgery.append({"gated": [threshold, compute, self.hot_path()]})
         if calibration_input_ids is not None:
             self._measure_temperatures(calibration_input_ids)
         self.report.update({"skip_threshold": threshold, "available_compute": compute, "hot_path": self.hot_path()})
@@ -116,6 +124,7 @@ class CompressionAndSkipping:
             rank = max(1, round(c * base[0])) if base[0] is not None else None
             ratio = c * base[1] if base[0] is None else None
             self.compressor.apply(LowRankPlan(rank, ratio, self._lowrank_plan.method))
+            self.surgery.append({"lowrank_adjusted": [rank, ratio]})
             out["rank"], out["ratio"] = rank, ratio
             out["originals_kept_in"] = "PruneModel.compressor.originals (same device as the model)"
         if self.gate is not None:

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 import torch
 
 from layerbench.models.addons import DraftHead, get_addons
-from layerbench.surgery.calibration import calibration_sequences
 
 if TYPE_CHECKING:
     from layerbench.surgery.prune_model import PruneModel
@@ -17,8 +16,13 @@ if TYPE_CHECKING:
 
 def choose_draft_vocabulary(pm: PruneModel, size: int, always: set[int]) -> dict:
     """The token ids (most frequent first) and how much of the calibration text they cover."""
-    seqs, info = calibration_sequences(pm.calibration(), pm.config.calibration_samples,
-                                       pm.config.calibration_max_length)
+    seqs, info = pm.calibration_sequences()
+    params = {"size": size, "always": sorted(always)}
+    return pm.calibrated("draft_vocabulary", seqs, info, params, lambda: _choose(seqs, info, size, always),
+                         uses_model=False)
+
+
+def _choose(seqs: list[list[int]], info: dict, size: int, always: set[int]) -> dict:
     counts = Counter(t for seq in seqs for t in seq)
     chosen = [t for t in sorted(always)] + [t for t, _ in counts.most_common() if t not in always]
     chosen = chosen[:max(size, len(always))]

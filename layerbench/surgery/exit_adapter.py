@@ -7,9 +7,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from layerbench.engine.engine import Engine
 from layerbench.models.addons import get_addons
-from layerbench.surgery.calibration import calibration_sequences, run_calibration
+from layerbench.surgery.calibration import calibration_engine, run_calibration
 from layerbench.surgery.linear_fit import ResidualFit, residual_linear
 
 if TYPE_CHECKING:
@@ -18,11 +17,15 @@ if TYPE_CHECKING:
 
 def fit_exit_adapter(pm: PruneModel, exit_layer: int) -> dict:
     """Fit the adapter for exiting after block `exit_layer` - 1 of the (pruned) model. Returns W, b and the
-    report; `install_exit_adapter` puts it in place."""
+    report; `install_exit_adapter` puts it in place. Cached per model state and exit block."""
+    seqs, info = pm.calibration_sequences()
+    return pm.calibrated("exit_adapter", seqs, info, {"exit_block": exit_layer},
+                         lambda: _fit(pm, exit_layer, seqs, info))
+
+
+def _fit(pm: PruneModel, exit_layer: int, seqs: list[list[int]], info: dict) -> dict:
     t0 = time.perf_counter()
-    seqs, info = calibration_sequences(pm.calibration(), pm.config.calibration_samples,
-                                       pm.config.calibration_max_length)
-    engine = Engine(pm.model)
+    engine = calibration_engine(pm.model)
     fit = ResidualFit(engine.embed_weight.shape[1])
     exit_block, last_block = engine.blocks[exit_layer], engine.blocks[-1]
     state: dict = {}

@@ -131,10 +131,15 @@ class LowRankCompressor:
         for (i, name), original in self.targets():
             self.layers[i].set_submodule(name, original)
 
+    def column_scale_targets(self) -> list[list]:
+        """[layer, name] of every targeted map (what the ASVD scales are measured for)."""
+        return [[i, name] for (i, name) in self.originals]
+
     @torch.inference_mode()
-    def measure_column_scales(self, model: nn.Module, sequences: list[list[int]]) -> None:
+    def measure_column_scales(self, model: nn.Module, sequences: list[list[int]]) -> list[list]:
         """ASVD scales: s_j = mean over calibration tokens of |x_j|, to the power 0.5, per targeted input (seen by
-        forward pre-hooks, so the calibration engine calls the linear modules themselves)."""
+        forward pre-hooks, so the calibration engine calls the linear modules themselves). Returns
+        [layer, name, scales] per targeted map."""
         sums: dict[tuple[int, str], torch.Tensor] = {}
         counts: dict[tuple[int, str], int] = {}
         handles = []
@@ -150,4 +155,4 @@ class LowRankCompressor:
         finally:
             for h in handles:
                 h.remove()
-        self.column_scales = {k: (sums[k] / counts[k]).clamp_min(1e-6).sqrt() for k in sums}
+        return [[i, name, (sums[(i, name)] / counts[(i, name)]).clamp_min(1e-6).sqrt()] for i, name in sorted(sums)]

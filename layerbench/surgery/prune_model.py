@@ -12,7 +12,7 @@ Removed layers are deleted from the module list and released: they hold no memor
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -22,7 +22,8 @@ from layerbench.errors import UsageError
 from layerbench.models.addons import get_addons
 from layerbench.models.families import get_family
 from layerbench.surgery.angular import prune_angular
-from layerbench.surgery.calibration import Calibration
+from layerbench.surgery.calibration import Calibration, calibration_key, calibration_sequences
+from layerbench.surgery.calibration_cache import CalibrationCache, value_digest
 from layerbench.surgery.compression_and_skipping import CompressionAndSkipping
 from layerbench.surgery.config import PruneConfig, validate_config
 from layerbench.surgery.counting import LayerCallCounter
@@ -34,8 +35,11 @@ from layerbench.surgery.stand_in import fit_stand_ins, insert_stand_ins
 
 class PruneModel(CompressionAndSkipping):
     def __init__(self, model: nn.Module, tokenizer, config: PruneConfig,
-                 calibration: Callable[[], Calibration] | None = None) -> None:
+                 calibration: Callable[[], Calibration] | None = None,
+                 cache: CalibrationCache | None = None) -> None:
         super().__init__()
+        self.cache = cache or CalibrationCache()
+        self.surgery: list[dict] = []  # what changed the model so far, in order (part of calibration keys)
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
@@ -69,6 +73,7 @@ class PruneModel(CompressionAndSkipping):
         keep_layers(self.model, self.family, keep_positions)
         self.kept_layers = [self.kept_layers[p] for p in keep_positions]
         self.counter.track(dict(zip(self.kept_layers, self.layer_modules())))
+        self.surgery.append({"removed_layers": sorted(drop)})
 
     def remove(self, original_indices: list[int]) -> None:
         """Remove layers the way the config says: plainly, or with a fitted stand-in for each removed run."""
@@ -80,6 +85,8 @@ class PruneModel(CompressionAndSkipping):
         positions = [pos for pos, orig in enumerate(original_of) if orig in drop]
         self._stand_ins = self.decided.get("stand_ins") or fit_stand_ins(self, positions)
         self.remove_layers(original_indices)
+        fitted = [{k: f[k] for k in ("start", "length", "W", "b", "first_update")} for f in self._stand_ins]
+        self.surgery.append({"stand_ins": value_digest(fitted)})
         self.report["stand_in"] = {"kind": self.config.stand_in,
                                    "runs": insert_stand_ins(self, self._stand_ins, original_of)}
 
@@ -198,6 +205,31 @@ class PruneModel(CompressionAndSkipping):
 
     def sample_report(self) -> dict | None:
         return self.gate.sequence_report() if self.gate is not None else None
+
+    # ---- calibration products -----------------------------------------------------------------------------
+    def calibration_sequences(self) -> tuple[list[list[int]], dict]:
+        """The calibration texts (cut to the configured count and length) and their log entry."""
+        return calibration_sequences(self.calibration(), self.config.calibration_samples,
+                                     self.config.calibration_max_length)
+
+    def model_state(self) -> dict:
+        """What the current model computes, for calibration keys: the content hash of the loaded weights, the
+        dtype and device type they run in, and every change made since loading."""
+        weights, how = self.cache.weights_hash()
+        like = next(self.model.parameters())
+        return {"weights": weights, "weights_hashed_from": how, "dtype": str(like.dtype),
+                "device": like.device.type, "surgery": self.surgery}
+
+    def calibrated(self, product: str, sequences: list[list[int]], info: dict, params: dict,
+                   compute: Callable[[], Any], uses_model: bool = True) -> Any:
+        """`compute()` from the cache when an entry with the same key exists; the log's
+        `prune.calibration_products` says which (cached, or the seconds spent)."""
+        def key() -> dict:
+            model = {"model": self.model_state()} if uses_model else {}
+            return {**model, "calibration": calibration_key(sequences, info), "params": params}
+        value, record = self.cache.fetch(product, key, compute)
+        self.report.setdefault("calibration_products", {})[product] = record
+        return value
 
     def calibration(self) -> Calibration:
         if self._calibration is None:

@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from layerbench.engine.engine import Engine
 from layerbench.models.addons import get_addons
-from layerbench.surgery.calibration import calibration_sequences, run_calibration
+from layerbench.surgery.calibration import calibration_engine, run_calibration
 from layerbench.surgery.linear_fit import ResidualFit, StandIn
 
 if TYPE_CHECKING:
@@ -30,12 +29,15 @@ def removed_runs(positions: list[int]) -> list[tuple[int, int]]:
 
 
 def fit_stand_ins(pm: PruneModel, removed_positions: list[int]) -> list[dict]:
-    """Fit one map per run of `removed_positions` (current layer positions, before removal)."""
+    """Fit one map per run of `removed_positions` (current layer positions, before removal); cached per run set."""
     runs = removed_runs(removed_positions)
+    seqs, info = pm.calibration_sequences()
+    return pm.calibrated("stand_ins", seqs, info, {"runs": runs}, lambda: _fit(pm, runs, seqs, info))
+
+
+def _fit(pm: PruneModel, runs: list[tuple[int, int]], seqs: list[list[int]], info: dict) -> list[dict]:
     t0 = time.perf_counter()
-    seqs, info = calibration_sequences(pm.calibration(), pm.config.calibration_samples,
-                                       pm.config.calibration_max_length)
-    engine = Engine(pm.model)
+    engine = calibration_engine(pm.model)
     dim = engine.embed_weight.shape[1]
     fits = {run: ResidualFit(dim) for run in runs}
     starts = {start: run for run, start in ((r, r[0]) for r in runs)}

@@ -15,6 +15,9 @@ COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden
               num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.1, pad_token_id=0,
               bos_token_id=None, eos_token_id=None)  # no EOS: HF min_new_tokens would mask it
 
+GPT2 = dict(vocab_size=VOCAB, n_embd=64, n_layer=4, n_head=4, n_positions=256, initializer_range=0.1,
+            bos_token_id=None, eos_token_id=None)
+
 CONFIGS = {
     "llama": lambda: transformers.LlamaConfig(**COMMON),
     "llama_rope_llama3": lambda: transformers.LlamaConfig(**COMMON, rope_scaling={
@@ -31,13 +34,23 @@ CONFIGS = {
     "gemma2_window_softcap": lambda: transformers.Gemma2Config(
         **{**COMMON, "num_hidden_layers": 5}, head_dim=16, sliding_window=8, query_pre_attn_scalar=24,
         attn_logit_softcapping=20.0, final_logit_softcapping=15.0, attn_implementation="eager"),
-    "gpt2": lambda: transformers.GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=4, n_head=4, n_positions=256,
-                                            initializer_range=0.1, bos_token_id=None, eos_token_id=None),
+    "gpt2": lambda: transformers.GPT2Config(**GPT2),
+    "gpt2_unscaled_attention": lambda: transformers.GPT2Config(**GPT2, scale_attn_weights=False),
+    "gpt2_inverse_layer_scale": lambda: transformers.GPT2Config(**GPT2, scale_attn_by_inverse_layer_idx=True),
+    # float32 scores: what transformers does only in eager attention, and what a float32 model does anyway
+    "gpt2_upcast_attention": lambda: transformers.GPT2Config(**GPT2, reorder_and_upcast_attn=True,
+                                                             scale_attn_by_inverse_layer_idx=True,
+                                                             attn_implementation="eager"),
 }
+# features of one family that change HF's own output when switched off: (config, field, value when off)
+SWITCHED = [("gpt2_unscaled_attention", "scale_attn_weights", True),
+            ("gpt2_inverse_layer_scale", "scale_attn_by_inverse_layer_idx", False)]
 
 
-def build(name: str):
+def build(name: str, **changes):
     config = CONFIGS[name]()
+    for field, value in changes.items():
+        setattr(config, field, value)
     torch.manual_seed(0)
     return transformers.AutoModelForCausalLM.from_config(config).eval()
 
@@ -88,4 +101,35 @@ def test_unsupported_rope_type_is_a_usage_error():
     model = build("llama")
     model.config.rope_parameters = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}
     with pytest.raises(UsageError, match="rope type 'dynamic' is not supported"):
+        Engine(model)
+
+
+@pytest.mark.parametrize("name, field, off", SWITCHED)
+def test_each_gpt2_attention_scale_changes_hf_output_and_ours_follows(name, field, off):
+    """The parity tests above cover these configs only if the feature matters: with the same weights and the
+    feature switched off, HF's own logits move far beyond the parity tolerance, and so do ours."""
+    prompt = prompt_ids(3, 20, VOCAB)
+    on_model, off_model = build(name), build(name, **{field: off})
+    with torch.no_grad():
+        on, off_logits = on_model(prompt).logits, off_model(prompt).logits
+        engine = Engine(off_model)
+        ours_off = engine.logits(engine.run(engine.new_cache(20), 0, 0, engine.num_layers, input_ids=prompt,
+                                            phase=PREFILL))
+    assert (on - off_logits).abs().max() > 0.05
+    torch.testing.assert_close(ours_off, off_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_gpt2_inverse_layer_scale_keeps_the_original_index_after_pruning():
+    """A layer's scale divides by its ORIGINAL index + 1: dropping layer 0 leaves the others' scales alone."""
+    model = build("gpt2_inverse_layer_scale")
+    family = get_family(model)
+    scales = [family.attn_scale(model.config, 16, layer) for layer in family.layers(model)]
+    assert scales == pytest.approx([0.25 / (i + 1) for i in range(4)])
+    del family.layers(model)[0]
+    assert [family.attn_scale(model.config, 16, layer) for layer in family.layers(model)] == pytest.approx(scales[1:])
+
+
+def test_gpt2_upcast_attention_outside_float32_is_refused():
+    model = build("gpt2_upcast_attention").to(torch.bfloat16)
+    with pytest.raises(UsageError, match="reorder_and_upcast_attn=True in bfloat16: .*--dtype float32"):
         Engine(model)
