@@ -9,26 +9,35 @@ sample count (see layerbench.analysis.tables).
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
-from layerbench.analysis.plots import plot
-from layerbench.analysis.tables import (METRICS_COLUMNS, METRICS_DISPLAY, TIMING_COLUMNS, aggregate, load_runs,
-                                        render, write_csvs)
 from layerbench.errors import OneLineArgumentParser
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = OneLineArgumentParser(description="Aggregate benchmark.py logs into tables.")
-    ap.add_argument("paths", nargs="*", default=["logs"])
-    ap.add_argument("--format", choices=["github", "latex", "csv", "json"], default="github")
-    ap.add_argument("--out", default=None, help="where summary CSVs and plots go (default: the first log dir)")
-    ap.add_argument("--dataset", action="append")
-    ap.add_argument("--model", action="append")
-    ap.add_argument("--approach", action="append")
-    ap.add_argument("--sort", default=None, help="column to sort by")
-    ap.add_argument("--plot", action="store_true")
-    args = ap.parse_args(argv)
+    ap.add_argument("paths", nargs="*", default=["logs"], help="run JSON files or folders of them (default: logs)")
+    select = ap.add_argument_group("which runs")
+    select.add_argument("--dataset", action="append", help="keep runs of this dataset (repeatable)")
+    select.add_argument("--model", action="append", help="keep runs of this model (repeatable)")
+    select.add_argument("--approach", action="append", help="keep runs of this approach (repeatable)")
+    output = ap.add_argument_group("output")
+    output.add_argument("--format", choices=["github", "latex", "csv", "json"], default="github",
+                        help="table format (default: github)")
+    output.add_argument("--sort", default=None, help="column to sort by")
+    output.add_argument("--out", default=None, help="where summary CSVs and plots go (default: the first log dir)")
+    output.add_argument("--plot", action="store_true", help="also plot quality vs speed and speedups")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    # pandas and matplotlib come after the flags are read, so --help and a bad flag are answered at once
+    from layerbench.analysis.plots import plot
+    from layerbench.analysis.tables import (METRICS_COLUMNS, METRICS_DISPLAY, TIMING_COLUMNS, aggregate, load_runs,
+                                            render, write_csvs)
     for p in args.paths:
         if not os.path.exists(p):
             print(f"error: {p}: no such file or directory", file=sys.stderr)
