@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from layerbench import names
 from layerbench.errors import positive_int
 from layerbench.evaluation.datasets import DATASETS
-
-DTYPES = ["auto", "float32", "bfloat16", "float16"]
-
 
 def add_side_by_side_flags(ap: argparse.ArgumentParser, samples: int, max_tokens: int) -> dict[str, argparse._ArgumentGroup]:
     """Model and prompts, timing, and self-speculation flags, in help groups; returns the groups by title so a
@@ -25,8 +23,8 @@ def add_side_by_side_flags(ap: argparse.ArgumentParser, samples: int, max_tokens
                        help=f"tokens generated per prompt (default: {max_tokens})")
     model.add_argument("--calibration_samples", type=positive_int, default=32,
                        help="train-split texts for fitted maps and draft vocabularies (default: 32)")
-    model.add_argument("--dtype", default="auto", choices=DTYPES, help="(default: auto)")
-    model.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default: auto)")
+    model.add_argument("--dtype", default="auto", choices=names.DTYPES, help="(default: auto)")
+    model.add_argument("--device", default="auto", choices=names.DEVICES, help="(default: auto)")
     groups["timing"].add_argument("--rounds", type=positive_int, default=2,
                                   help="timed passes over the prompts; runs alternate (default: 2)")
     spec = groups["self-speculation"]

@@ -66,14 +66,14 @@ def calibration_loader(plan: Plan, tokenizer):
 
 def prune(plan: Plan, loaded: LoadedModel, stop: StopCondition) -> tuple[PruneModel, dict | None]:
     """Apply the prune method; calibration runs once, on rank 0, and every other rank applies its decision.
-    Also returns the draft vocabulary (rank 0; chosen from the calibration text before calibrating, so a size
-    the text cannot fill is refused at once)."""
+    Also returns the draft vocabulary, chosen from the calibration text before calibrating (so a size the text
+    cannot fill is refused at once) by every rank alike (it only counts tokens, so each rank refuses alike)."""
     info, g = plan.info, plan.args.generation
     pruner = PruneModel(loaded.model, loaded.tokenizer, plan.prune_config,
                         calibration_loader(plan, loaded.tokenizer))
     validate_exit_layer(g, pruner.num_layers_original)
     vocabulary = None
-    if g.draft_vocabulary is not None and info.is_main:
+    if g.draft_vocabulary is not None:
         vocabulary = choose_draft_vocabulary(pruner, g.draft_vocabulary, stop.stop_token_ids)
         distinct = vocabulary["report"]["distinct_calibration_tokens"]
         if g.draft_vocabulary > distinct:
@@ -164,9 +164,8 @@ def prepare(plan: Plan) -> Prepared:
         fitted = fit_exit_adapter(pruner, exit_layer) if plan.info.is_main else None
         fitted = distributed.broadcast(fitted, plan.info)
         pruner.report["exit_adapter"] = install_exit_adapter(pruner, fitted)
-    if g.draft_vocabulary is not None:  # chosen on rank 0
-        pruner.report["draft_vocabulary"] = install_draft_vocabulary(pruner, distributed.broadcast(vocabulary,
-                                                                                                   plan.info))
+    if vocabulary is not None:
+        pruner.report["draft_vocabulary"] = install_draft_vocabulary(pruner, vocabulary)
     if plan.args.prune.save_pruned_model and plan.info.is_main:
         pruner.save(plan.args.prune.save_pruned_model)
         pruner.report["saved_to"] = os.path.abspath(plan.args.prune.save_pruned_model)

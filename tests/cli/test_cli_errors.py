@@ -204,11 +204,13 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     ("analyze_logs.py", ["--format", "xyz"], "error: argument --format: invalid choice: 'xyz'"),
     ("bench/speed.py", ["--samples", "0"], "error: argument --samples: must be >= 1, got 0"),
     ("bench/linear_kernels.py", ["--rows", "1", "x"], "error: argument --rows: invalid int value: 'x'"),
+    ("bench/speed.py", ["--draft_vocabulary", "-1"], "error: argument --draft_vocabulary: must be >= 0, got -1"),
 ])
 @pytest.mark.dist
 @pytest.mark.slow
 def test_other_scripts_reject_bad_flags_in_one_line(script, argv, expected):
-    proc = subprocess.run([sys.executable, script, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, script, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": ROOT})  # this checkout's layerbench, not an installed one
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(expected), lines
