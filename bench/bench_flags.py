@@ -7,7 +7,8 @@ from layerbench import names
 from layerbench.errors import positive_int
 from layerbench.evaluation.datasets import DATASETS
 
-def add_side_by_side_flags(ap: argparse.ArgumentParser, samples: int, max_tokens: int) -> dict[str, argparse._ArgumentGroup]:
+def add_side_by_side_flags(ap: argparse.ArgumentParser, samples: int,
+                           max_tokens: int) -> dict[str, argparse._ArgumentGroup]:
     """Model and prompts, timing, and self-speculation flags, in help groups; returns the groups by title so a
     script adds its own flags beside them."""
     groups = {title: ap.add_argument_group(title) for title in ("model and prompts", "timing", "self-speculation",

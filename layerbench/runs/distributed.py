@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from layerbench.runs.ranks import DistInfo, from_environment  # noqa: F401 (re-exported)
+from layerbench.runs.ranks import DistInfo
 
 
 def init(info: DistInfo, device: str, timeout_minutes: int = 60) -> str:

@@ -7,7 +7,6 @@ import re
 from dataclasses import fields
 
 from layerbench.errors import UsageError
-from layerbench.evaluation import datasets
 from layerbench.models.folder import check_model_folder
 from layerbench.runs.arguments import Arguments, DatasetArguments, GenerationArguments, PruneArguments
 from layerbench.runs.folders import check_writable_folder
