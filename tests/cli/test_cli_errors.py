@@ -214,3 +214,16 @@ def test_other_scripts_reject_bad_flags_in_one_line(script, argv, expected):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(expected), lines
+
+
+@pytest.mark.parametrize("flag", ["--save_pruned_model", "--output_dir"])
+def test_unwritable_place_is_refused_before_loading(flag, tmp_path, monkeypatch, capsys):
+    """(As root every folder is writable, so the permission answer is what is faked here.)"""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(locked) else real_access(path, mode))
+    argv = ["--output_dir", str(tmp_path / "out"), flag, str(locked / "sub")]
+    assert benchmark.main(argv) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: {flag} {locked}/sub: {locked} is not writable"]
+    assert not (tmp_path / "out").exists() and not (locked / "sub").exists()
