@@ -10,32 +10,35 @@ interval where both runs have samples files (layerbench.analysis.paired).
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
-from layerbench.analysis.output_dir import check_writable_dir
-from layerbench.analysis.paired import legend
-from layerbench.analysis.plots import plot
-from layerbench.analysis.tables import (METRICS_COLUMNS, METRICS_DISPLAY, TIMING_COLUMNS, aggregate, load_runs,
-                                        render, write_csvs)
-from layerbench.analysis.uncertainty import BootstrapConfig
 from layerbench.errors import OneLineArgumentParser, UsageError, positive_int
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = OneLineArgumentParser(description="Aggregate benchmark.py logs into tables.")
-    ap.add_argument("paths", nargs="*", default=["logs"])
-    ap.add_argument("--format", choices=["github", "latex", "csv", "json"], default="github")
-    ap.add_argument("--out", default=None, help="where summary CSVs and plots go (default: the first log dir)")
-    ap.add_argument("--dataset", action="append")
-    ap.add_argument("--model", action="append")
-    ap.add_argument("--approach", action="append")
-    ap.add_argument("--sort", default=None, help="column to sort by")
-    ap.add_argument("--plot", action="store_true")
-    ap.add_argument("--bootstrap_resamples", type=positive_int, default=1000,
-                    help="resamples of the paired bootstrap behind each change's 95%% interval")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
-    args = ap.parse_args(argv)
+    ap.add_argument("paths", nargs="*", default=["logs"], help="run JSON files or folders of them (default: logs)")
+    select = ap.add_argument_group("which runs")
+    select.add_argument("--dataset", action="append", help="keep runs of this dataset (repeatable)")
+    select.add_argument("--model", action="append", help="keep runs of this model (repeatable)")
+    select.add_argument("--approach", action="append", help="keep runs of this approach (repeatable)")
+    output = ap.add_argument_group("output")
+    output.add_argument("--format", choices=["github", "latex", "csv", "json"], default="github",
+                        help="table format (default: github)")
+    output.add_argument("--sort", default=None, help="column to sort by")
+    output.add_argument("--out", default=None, help="where summary CSVs and plots go (default: the first log dir)")
+    output.add_argument("--plot", action="store_true", help="also plot quality vs speed and speedups")
+    stats = ap.add_argument_group("intervals")
+    stats.add_argument("--bootstrap_resamples", type=positive_int, default=1000,
+                       help="resamples of the paired bootstrap behind each change's 95%% interval (default: 1000)")
+    stats.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default: 0)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     try:
         return report(args)
     except UsageError as exc:
@@ -43,7 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def report(args) -> int:
+def report(args: argparse.Namespace) -> int:
+    # pandas, scipy and matplotlib come after the flags are read, so --help and a bad flag are answered at once
+    from layerbench.analysis.output_dir import check_writable_dir
+    from layerbench.analysis.paired import legend
+    from layerbench.analysis.plots import plot
+    from layerbench.analysis.tables import (METRICS_COLUMNS, METRICS_DISPLAY, TIMING_COLUMNS, aggregate, load_runs,
+                                            render, write_csvs)
+    from layerbench.analysis.uncertainty import BootstrapConfig
     for p in args.paths:
         if not os.path.exists(p):
             print(f"error: {p}: no such file or directory", file=sys.stderr)

@@ -11,7 +11,7 @@ import sys
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from layerbench.runs.benchmark_run import main  # noqa: E402
+from layerbench.runs.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     # a process started in the background by a non-interactive shell inherits "ignore SIGINT"; Ctrl-C (or a

@@ -56,12 +56,13 @@ def compare(before_dir: str, after_dir: str, tag: str, base_args: dict) -> dict:
 
 def main() -> None:
     ap = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("before_dir")
-    ap.add_argument("after_dir")
+    ap.add_argument("before_dir", help="one folder per configuration tag, each holding one run")
+    ap.add_argument("after_dir", help="the same tags, run by the other side")
     ap.add_argument("--what", required=True, help="what the two sides are (stored in the JSON)")
-    ap.add_argument("--command", default="python benchmark.py --num_samples 3 --max_steps 48 --seed 7 <flags>")
+    ap.add_argument("--command", default="python benchmark.py --num_samples 3 --max_steps 48 --seed 7 <flags>",
+                    help="the command both sides ran (stored in the JSON)")
     ap.add_argument("--base_tag", default="base", help="the tag whose arguments the other runs' flags are relative to")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", required=True, help="the JSON file to write")
     a = ap.parse_args()
     tags = sorted(t for t in os.listdir(a.before_dir) if os.path.isdir(os.path.join(a.before_dir, t))
                   and os.path.isdir(os.path.join(a.after_dir, t)))

@@ -10,16 +10,18 @@ from __future__ import annotations
 import argparse
 
 from bench_flags import add_side_by_side_flags
-from layerbench.errors import OneLineArgumentParser, run_script
+from layerbench.errors import OneLineArgumentParser, non_negative_int, run_script
 
 
 def parse() -> argparse.Namespace:
     ap = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
-    add_side_by_side_flags(ap, samples=3, max_tokens=48)
-    ap.add_argument("--confidences", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
-    ap.add_argument("--vocabularies", type=int, nargs="+", default=[0],
-                    help="draft vocabulary sizes to try (0: the full vocabulary)")
-    ap.add_argument("--out", default="results/cpu")
+    groups = add_side_by_side_flags(ap, samples=3, max_tokens=48)
+    spec = groups["self-speculation"]
+    spec.add_argument("--confidences", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+                      help="draft confidences to try (default: 0.1 to 0.7 in steps of 0.1)")
+    spec.add_argument("--vocabularies", type=non_negative_int, nargs="+", default=[0],
+                      help="draft vocabulary sizes to try (0: the full vocabulary; default: 0)")
+    groups["output"].add_argument("--out", default="results/cpu", help="folder for the JSON (default: results/cpu)")
     return ap.parse_args()
 
 

@@ -16,19 +16,23 @@ from __future__ import annotations
 import argparse
 
 from bench_flags import add_side_by_side_flags
-from layerbench.errors import OneLineArgumentParser, positive_int, run_script
+from layerbench.errors import OneLineArgumentParser, non_negative_int, positive_int, run_script
 
 
 def parse() -> argparse.Namespace:
     ap = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
-    add_side_by_side_flags(ap, samples=2, max_tokens=40)
-    ap.add_argument("--draft_confidence", type=float, default=0.6,
-                    help="adaptive draft length of the exit-adapter run (bench/draft_confidence.py measured 0.6)")
-    ap.add_argument("--draft_vocabulary", type=int, default=2048,
-                    help="draft vocabulary of the exit-adapter run (0: the full vocabulary)")
-    ap.add_argument("--prune_n", type=positive_int, default=6)
-    ap.add_argument("--skip_hf_early_exit", action="store_true", help="HF assisted early exit is slow on CPU")
-    ap.add_argument("--out", default=None, help="directory for speed_<timestamp>.json (default results/<cpu|gpu>)")
+    groups = add_side_by_side_flags(ap, samples=2, max_tokens=40)
+    spec = groups["self-speculation"]
+    spec.add_argument("--draft_confidence", type=float, default=0.6,
+                      help="adaptive draft length of the exit-adapter run (bench/draft_confidence.py measured 0.6; "
+                           "default: 0.6)")
+    spec.add_argument("--draft_vocabulary", type=non_negative_int, default=2048,
+                      help="draft vocabulary of the exit-adapter run (0: the full vocabulary; default: 2048)")
+    spec.add_argument("--skip_hf_early_exit", action="store_true", help="HF assisted early exit is slow on CPU")
+    groups["model and prompts"].add_argument("--prune_n", type=positive_int, default=6,
+                                             help="layers the angular-pruning run removes (default: 6)")
+    groups["output"].add_argument("--out", default=None,
+                                  help="folder for speed_<timestamp>.json (default: results/<cpu|gpu>)")
     return ap.parse_args()
 
 

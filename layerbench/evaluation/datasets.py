@@ -86,10 +86,15 @@ def _custom_jsonl(split: str, opts: DatasetOptions) -> list[Sample]:
         raise UsageError(f"--data_path {opts.data_path}: not valid JSONL ({exc})") from exc
     samples = []
     for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise UsageError(f"--data_path {opts.data_path}: line {i + 1} is not a JSON object")
         for f in (opts.prompt_field, opts.response_field):
             if f not in row:
                 raise UsageError(f"--data_path {opts.data_path}: line {i + 1} has no field {f!r} (see --prompt_field/--response_field)")
-        samples.append(Sample(str(row.get("id", i)), str(row[opts.prompt_field]), str(row[opts.response_field])))
+            if not isinstance(row[f], str):
+                raise UsageError(f"--data_path {opts.data_path}: line {i + 1} field {f!r} is "
+                                 f"{json.dumps(row[f])[:40]}, not a string")
+        samples.append(Sample(str(row.get("id", i)), row[opts.prompt_field], row[opts.response_field]))
     return samples
 
 
@@ -181,8 +186,15 @@ def few_shot_prefix(name: str, n_shot: int, seed: int, template: str, opts: Data
     if spec.train_split is None:
         raise UsageError(f"--n_shot: dataset {name} has no train split to draw examples from")
     _, train = load_split(name, spec.train_split, opts)
-    shots = select_samples(train, min(n_shot, len(train)), seed, shuffle=True)
-    return "".join(template.format(input=s.input) + " " + s.reference.strip() + "\n\n" for s in shots)
+    if n_shot > len(train):
+        raise UsageError(f"--n_shot {n_shot} exceeds the {len(train)} samples of {name}'s {spec.train_split} split")
+    shots = select_samples(train, n_shot, seed, shuffle=True)
+    return "".join(fill_template(template, s.input) + " " + s.reference.strip() + "\n\n" for s in shots)
+
+
+def fill_template(template: str, text: str) -> str:
+    """The template with each {input} replaced by `text`; every other brace is literal (JSON or code prompts)."""
+    return template.replace("{input}", text)
 
 
 def build_prompt(tokenizer, text: str, use_chat: bool) -> list[int]:

@@ -1,120 +1,144 @@
-"""Dataclass arguments for benchmark.py (parsed with HfArgumentParser, as in LayerSkip) and their validation."""
+"""benchmark.py's flags: dataclasses by group (the fields and defaults LayerSkip reads with HfArgumentParser),
+parsed with plain argparse so that --help and a bad flag are answered before torch or transformers is imported.
+The checks of flag values live in `layerbench.runs.flag_checks`."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import argparse
+from dataclasses import asdict, dataclass
 from typing import Optional
 
-from transformers import HfArgumentParser
+from layerbench import names
+from layerbench.errors import OneLineErrors
+from layerbench.evaluation.datasets import DATASETS
+from layerbench.runs.dataclass_flags import add_dataclass_flags, build_dataclasses, option
+from layerbench.surgery.config import LOWRANK_METHODS, METHODS, STAND_INS
 
-from layerbench.errors import OneLineErrors, UsageError
+EXIT_ADAPTERS = names.EXIT_ADAPTERS
 
-EXIT_ADAPTERS = ("none", "linear")
-
-
-def option(default, help: str = "", choices: list[str] | None = None):
-    """A dataclass field with the help text (and choices) HfArgumentParser shows."""
-    metadata = {"help": help} if help else {}
-    if choices:
-        metadata["choices"] = choices
-    return field(default=default, metadata=metadata)
+ENGINE, DATA, GENERATION = "model and engine", "data", "generation"
+PRUNING, LOGS, DISTRIBUTED = "pruning, compression and skipping", "metrics and logs", "distributed"
+GROUPS = {  # help sections, in the order of the README's tables
+    ENGINE: None,
+    DATA: None,
+    GENERATION: None,
+    PRUNING: "--prune_method chooses one; each method's own flags are refused with another method",
+    LOGS: None,
+    DISTRIBUTED: "run `torchrun --nproc_per_node N benchmark.py ...` for data parallelism: ranks split the samples",
+}
 
 
 @dataclass
 class BenchmarkArguments:
-    model: Optional[str] = option(None, "local path or hub id; default: embedded SmolLM2-135M-Instruct")
-    dtype: str = option("auto", choices=["auto", "float32", "bfloat16", "float16"])
-    device: str = option("auto", choices=["auto", "cpu", "cuda"])
+    model: Optional[str] = option(None, "local model folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
+    dtype: str = option("auto", "weights and compute dtype; auto: the checkpoint's stored dtype, as transformers' "
+                                "dtype='auto' (fp16 on CPU runs in fp32; the embedded model is fp32)", names.DTYPES)
+    device: str = option("auto", "auto: CUDA when available, else CPU", names.DEVICES)
     device_map: Optional[str] = option(None, "split one model over devices in one process: auto, balanced, "
                                              "balanced_low_0, sequential, or a JSON map {module prefix: device} "
                                              "(inline or a file); each layer computes where its weights are, 'cpu' "
-                                             "entries run on the CPU, 'disk' is refused; not with torchrun")
+                                             "entries run on the CPU, 'disk' is refused; not with torchrun",
+                                       group=DISTRIBUTED)
     max_memory: Optional[str] = option(None, "with --device_map: memory per device for the planner, e.g. "
-                                             "0=20GiB,1=20GiB,cpu=60GiB (or JSON)")
-    seed: int = 42
-    output_dir: str = "./logs"
+                                             "0=20GiB,1=20GiB,cpu=60GiB (or JSON)", group=DISTRIBUTED)
+    seed: int = option(42, "seed of sample selection, calibration and sampling, in [0, 2**32 - 1]")
+    output_dir: str = option("./logs", "folder of the run JSON and samples file (created when the run starts)",
+                             group=LOGS)
     warmup: bool = option(True, "one untimed generation before timing")
-    resume: Optional[str] = option(None, "run JSON or samples file of an interrupted run to continue")
+    resume: Optional[str] = option(None, "run JSON or samples file of an interrupted run to continue (same flags)",
+                                   group=LOGS)
     execute_code: bool = option(False, "human_eval: run the generated code against the tests (pass@1); runs "
-                                       "model-written code")
-    execution_timeout: float = 3.0
+                                       "model-written code without a sandbox", group=LOGS)
+    execution_timeout: float = option(3.0, "seconds each --execute_code check may run", group=LOGS)
     bootstrap_resamples: int = option(1000, "resamples of the bootstrap behind each metric's 95% interval (seeded "
-                                            "by --seed; 1 to 100000)")
-    linear_kernel: str = option("auto", "how linear maps run: auto (tuned for fp32 on CPU: F.linear or the "
-                                        "few-row product per row count, by timing; torch elsewhere), tuned, torch, "
-                                        "few_row_mm")
+                                            "by --seed; 1 to 100000)", group=LOGS)
+    linear_kernel: str = option("auto", "how linear maps run: auto (tuned for fp32 on CPU, torch elsewhere), tuned "
+                                        "(F.linear or the few-row product per row count, by timing), torch, "
+                                        "few_row_mm", names.LINEAR_KERNELS)
     attention_backend: str = option("auto", "SDPA backends on CUDA: auto (flash, then memory-efficient, then math; "
-                                            "never cuDNN), flash, efficient, cudnn, math")
+                                            "never cuDNN), flash, efficient, cudnn, math", names.ATTENTION_BACKENDS)
     cuda_graphs: str = option("auto", "capture decode, draft and verification steps as CUDA graphs before timing: "
-                                      "auto (on for CUDA on one device), on, off, static (the same fixed-shape "
-                                      "steps run eagerly, any device); a capture that fails or whose replay "
-                                      "differs from eager falls back to eager with the reason in the log")
+                                      "auto (on for CUDA on one device), on (refused without CUDA), off, static (the "
+                                      "same fixed-shape steps run eagerly, any device); a capture that fails or "
+                                      "whose replay differs from eager falls back to eager with the reason in the "
+                                      "log", names.CUDA_GRAPHS)
 
 
 @dataclass
 class DatasetArguments:
-    dataset: str = "aclsum_summarization"
-    data_path: Optional[str] = option(None, "JSONL file for --dataset custom_jsonl")
-    split: Optional[str] = option(None, "dataset split; default: the dataset's evaluation split")
-    prompt_field: str = "prompt"
-    response_field: str = "response"
-    random_shuffle: bool = True
-    num_samples: Optional[int] = option(10, "samples to evaluate (default 10; 0 is refused)")
-    n_shot: int = 0
-    template: Optional[str] = option(None, "prompt template containing {input}")
-    chat_template: str = option("auto", choices=["auto", "on", "off"])
+    dataset: str = option("aclsum_summarization", "offline: aclsum_summarization, human_eval, custom_jsonl; the "
+                                                  "others need the Hugging Face hub", tuple(DATASETS))
+    data_path: Optional[str] = option(None, "custom_jsonl: the JSONL file (one object per line)")
+    split: Optional[str] = option(None, "dataset split (default: the dataset's evaluation split)")
+    prompt_field: str = option("prompt", "custom_jsonl: the field holding each prompt")
+    response_field: str = option("response", "custom_jsonl: the field holding each reference")
+    random_shuffle: bool = option(True, "choose the samples in a seeded random order (else the first ones)")
+    num_samples: Optional[int] = option(10, "samples to evaluate, >= 1")
+    n_shot: int = option(0, "examples from the train split put before each prompt")
+    template: Optional[str] = option(None, "prompt template; {input} is replaced by the sample, other braces are "
+                                           "kept (default: the dataset's)")
+    chat_template: str = option("auto", "wrap prompts in the tokenizer's chat template (auto: when it has one)",
+                                names.CHAT_TEMPLATE)
 
 
 @dataclass
 class GenerationArguments:
-    generation_strategy: str = "autoregressive"
-    max_steps: int = 512
-    exit_layer: int = option(-1, "layer of the ORIGINAL model; draft/early exit uses layers [0, E)")
-    num_speculations: int = -1
-    sample: bool = False
-    temperature: float = 0.6
-    top_k: int = 0
-    top_p: float = 0.9
-    no_repeat_ngram_size: Optional[int] = None
-    stop_words: Optional[list[str]] = None
-    stop_token_ids: Optional[list[int]] = None
+    generation_strategy: str = option("autoregressive", "decoding strategy", names.STRATEGIES)
+    max_steps: int = option(512, "tokens to generate at most per sample (at most the model's context)")
+    exit_layer: int = option(-1, "a layer E of the ORIGINAL model (-1: none); autoregressive exits after layers "
+                                 "[0, E), self_speculative drafts with them")
+    num_speculations: int = option(-1, "self_speculative: tokens drafted per round (-1: none)")
+    sample: bool = option(False, "sample instead of greedy decoding")
+    temperature: float = option(0.6, "sampling temperature, > 0")
+    top_k: int = option(0, "sampling: keep the k most probable tokens (0: all)")
+    top_p: float = option(0.9, "sampling: nucleus probability mass, in (0, 1]")
+    no_repeat_ngram_size: Optional[int] = option(None, "forbid repeating any n-gram of this size")
+    stop_words: Optional[list[str]] = option(None, "strings that end a generation")
+    stop_token_ids: Optional[list[int]] = option(None, "token ids that end a generation (besides end-of-sequence)")
     exit_adapter: str = option("none", "early exit / self_speculative: a linear map from the exit layer's hidden "
-                                       "state to the last layer's, fitted on calibration text (none, linear)")
+                                       "state to the last layer's, fitted on calibration text", names.EXIT_ADAPTERS)
     draft_confidence: Optional[float] = option(None, "self_speculative: stop drafting once a draft token's "
-                                                     "probability is below this")
+                                                     "probability is below this, in (0, 1)")
     draft_vocabulary: Optional[int] = option(None, "self_speculative: drafts score only the N tokens most frequent "
                                                    "in the calibration text (plus stop tokens); verification scores "
                                                    "all")
-    perplexity: bool = option(True, "teacher-forced perplexity of each reference given its prompt")
+    perplexity: bool = option(True, "teacher-forced perplexity of each reference given its prompt", group=LOGS)
 
 
 @dataclass
 class PruneArguments:
-    prune_method: str = "base"
+    prune_method: str = option("base", "what to do to the model before generating", METHODS)
     prune_n: Optional[int] = option(None, "angular: number of consecutive layers to remove")
-    dropout_threshold: Optional[float] = option(None, "random: drop probability per layer")
-    prune_seed: Optional[int] = option(None, "random: RNG seed (default --seed)")
+    dropout_threshold: Optional[float] = option(None, "random: drop probability per layer, in [0, 1)")
+    prune_seed: Optional[int] = option(None, "random: RNG seed (default: --seed)")
     protected_layers: Optional[list[int]] = option(None, "random: layers never dropped")
-    calibration_dataset: Optional[str] = option(None, "default: train split of --dataset, else aclsum train")
-    calibration_samples: int = 32
-    calibration_max_length: int = 512
+    calibration_dataset: Optional[str] = option(None, "calibration text (default: the train split of --dataset, "
+                                                      "else aclsum's)", tuple(DATASETS))
+    calibration_samples: int = option(32, "calibration sequences")
+    calibration_max_length: int = option(512, "tokens per calibration sequence at most")
     no_calibration_cache: bool = option(False, "compute every calibration product (hidden states, stand-ins, exit "
                                                "adapters, ASVD scales, draft vocabularies) afresh; by default each "
                                                "is kept in the cache folder ($LAYERBENCH_CACHE or "
                                                "~/.cache/layerbench) per model, calibration text and settings")
-    save_pruned_model: Optional[str] = None
-    compression_rank: Optional[int] = option(None, "lowrank: rank r of every factorized matrix")
-    compression_ratio: Optional[float] = option(None, "lowrank: kept-parameter fraction per matrix")
-    lowrank_method: str = option("svd", choices=["svd", "asvd"])
+    save_pruned_model: Optional[str] = option(None, "folder to write the pruned model to as a standard checkpoint "
+                                                    "(base, angular, random without stand-ins)")
+    compression_rank: Optional[int] = option(None, "lowrank: rank r of every factorized matrix (or "
+                                                   "--compression_ratio)")
+    compression_ratio: Optional[float] = option(None, "lowrank: kept-parameter fraction per matrix, in (0, 1] (or "
+                                                      "--compression_rank)")
+    lowrank_method: str = option("svd", "lowrank: factorization (asvd scales columns by activations first)",
+                                 LOWRANK_METHODS)
     hot_path: Optional[list[int]] = option(None, "lowrank/gated: layers never compressed or skipped (default: first "
                                                  "two and last)")
     skip_threshold: float = option(0.1, "gated: skip cold layers whose temperature (arccos(cos(in, out))/pi at the "
                                         "last prompt token) is below this")
-    available_compute: float = option(1.0, "gated: at most ceil(c x L) layers run per decode step")
+    available_compute: float = option(1.0, "gated: at most ceil(c x L) layers run per decode step, c in (0, 1]")
     stand_in: str = option("none", "angular/random: replace each removed run of layers by a linear map fitted on "
-                                   "calibration text (none, linear)")
+                                   "calibration text", STAND_INS)
 
 
 ALL_ARGUMENTS = (BenchmarkArguments, DatasetArguments, GenerationArguments, PruneArguments)
+DEFAULT_GROUPS = {BenchmarkArguments: ENGINE, DatasetArguments: DATA, GenerationArguments: GENERATION,
+                  PruneArguments: PRUNING}
 
 
 @dataclass
@@ -130,65 +154,18 @@ class Arguments:
         return {**asdict(self.benchmark), **asdict(self.dataset), **asdict(self.generation), **asdict(self.prune)}
 
 
-class OneLineParser(OneLineErrors, HfArgumentParser):
-    """HfArgumentParser whose errors are one line on stderr and exit status 2."""
+class OneLineParser(OneLineErrors, argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr and exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="benchmark.py", allow_abbrev=False, usage="%(prog)s [flags]",
+                           description="Benchmark a (pruned, compressed or layer-skipping) causal LM: generate over "
+                                       "a dataset, measure quality and speed, write one JSON log per run.")
+    add_dataclass_flags(parser, ALL_ARGUMENTS, GROUPS, DEFAULT_GROUPS)
+    return parser
 
 
 def parse_args(argv: list[str] | None = None) -> Arguments:
-    parser = OneLineParser(ALL_ARGUMENTS)
-    *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    if remaining:
-        parser.error(f"unrecognized arguments: {' '.join(remaining)}")
-    benchmark, dataset, generation, prune = parsed
+    benchmark, dataset, generation, prune = build_dataclasses(build_parser().parse_args(argv), ALL_ARGUMENTS)
     return Arguments(benchmark=benchmark, dataset=dataset, generation=generation, prune=prune)
-
-
-def validate_generation(generation: GenerationArguments, strategies: dict) -> None:
-    g = generation
-    if g.generation_strategy not in strategies:
-        raise UsageError(f"--generation_strategy {g.generation_strategy!r} unknown; choose from {', '.join(strategies)}")
-    if g.max_steps < 1:
-        raise UsageError(f"--max_steps must be >= 1, got {g.max_steps}")
-    if g.generation_strategy == "self_speculative":
-        if g.exit_layer <= 0:
-            raise UsageError("--exit_layer must be > 0 for self_speculative (draft layers [0, E))")
-        if g.num_speculations <= 0:
-            raise UsageError("--num_speculations must be > 0 for self_speculative")
-    elif g.num_speculations > 0:
-        raise UsageError(f"--num_speculations {g.num_speculations} only applies to --generation_strategy self_speculative")
-    if g.draft_confidence is not None and (g.generation_strategy != "self_speculative" or not 0 < g.draft_confidence < 1):
-        raise UsageError(f"--draft_confidence must be in (0, 1) and only applies to self_speculative, got {g.draft_confidence}")
-    if g.draft_vocabulary is not None and (g.generation_strategy != "self_speculative" or g.draft_vocabulary < 1):
-        raise UsageError(f"--draft_vocabulary must be >= 1 and only applies to self_speculative, got {g.draft_vocabulary}")
-    if g.exit_adapter not in EXIT_ADAPTERS:
-        raise UsageError(f"--exit_adapter {g.exit_adapter!r} unknown; choose from {', '.join(EXIT_ADAPTERS)}")
-    if g.exit_adapter != "none" and g.exit_layer <= 0:
-        raise UsageError("--exit_adapter needs an exit layer: --exit_layer E > 0 (early exit or self_speculative)")
-    if g.sample:
-        if g.temperature <= 0:
-            raise UsageError(f"--temperature must be > 0 when sampling, got {g.temperature}")
-        if not 0 < g.top_p <= 1:
-            raise UsageError(f"--top_p must be in (0, 1], got {g.top_p}")
-        if g.top_k < 0:
-            raise UsageError(f"--top_k must be >= 0, got {g.top_k}")
-    if g.no_repeat_ngram_size is not None and g.no_repeat_ngram_size < 1:
-        raise UsageError(f"--no_repeat_ngram_size must be >= 1, got {g.no_repeat_ngram_size}")
-
-
-def validate_exit_layer(generation: GenerationArguments, num_layers: int) -> None:
-    """Checks the exit layer against the model depth (before any pruning mapping)."""
-    g = generation
-    if g.generation_strategy == "self_speculative" and not 0 < g.exit_layer < num_layers:
-        raise UsageError(f"--exit_layer must satisfy 0 < E < {num_layers} (model layers) for self_speculative, got {g.exit_layer}")
-    if g.generation_strategy == "autoregressive" and g.exit_layer > num_layers:
-        raise UsageError(f"--exit_layer {g.exit_layer} exceeds the model's {num_layers} layers")
-
-
-def validate_dataset(dataset: DatasetArguments) -> None:
-    d = dataset
-    if d.num_samples is not None and d.num_samples < 1:
-        raise UsageError(f"--num_samples must be >= 1, got {d.num_samples}")
-    if d.n_shot < 0:
-        raise UsageError(f"--n_shot must be >= 0, got {d.n_shot}")
-    if d.template is not None and "{input}" not in d.template:
-        raise UsageError("--template must contain the placeholder {input}")

@@ -1,24 +1,26 @@
-"""One benchmark run, step by step: plan (flags, data), prepare (model, pruning, engine), write the run JSON,
-generate (timed), merge every rank's records and write the final document."""
+"""One benchmark run, step by step after the plan (flags, data; `layerbench.runs.cli`): prepare (model, pruning,
+engine), create the output folder and write the run JSON, generate (timed), merge every rank's records and write
+the final document."""
 from __future__ import annotations
 
 import sys
 
-from layerbench.errors import UsageError
 from layerbench.runs import distributed
 from layerbench.runs.document import finish, initial_document, peak_memory
+from layerbench.runs.folders import create_folder
 from layerbench.runs.generate import run_samples
-from layerbench.runs.plan import make_plan
+from layerbench.runs.plan import Plan
 from layerbench.runs.prepare import prepare
 from layerbench.runs.run_log import RunLog, new_run_id, write_samples_atomic
 
 
-def run(argv: list[str] | None, info: distributed.DistInfo) -> int:
-    plan = make_plan(argv, info)
+def run(plan: Plan) -> int:
+    info = plan.info
     if plan.args.benchmark.execute_code and info.is_main:
         print("warning: --execute_code runs model-written code on this machine (in a child process with a time "
               "limit, but without a sandbox)", file=sys.stderr)
     prepared = prepare(plan)
+    create_folder(plan.output_dir, "--output_dir")  # only now: a refused run leaves no folder behind
     resumed = plan.resumed
     run_id = resumed.run_id if resumed else distributed.broadcast(new_run_id() if info.is_main else None, info)
     log = RunLog(plan.output_dir, run_id, info.rank)
@@ -41,17 +43,3 @@ def run(argv: list[str] | None, info: distributed.DistInfo) -> int:
     if not info.is_main:
         return 1 if status["error"] else (130 if status["interrupted"] else 0)
     return finish(plan, log, doc, done, parts)
-
-
-def main(argv: list[str] | None = None) -> int:
-    info = distributed.from_environment()
-    try:
-        return run(argv, info)
-    except UsageError as exc:  # includes model loading and unsupported-architecture errors
-        if info.is_main:  # every rank validates the same flags; one line is enough
-            print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except SystemExit as exc:  # argparse has already printed its one line
-        return exc.code if isinstance(exc.code, int) else 2
-    finally:
-        distributed.shutdown(info)

@@ -3,34 +3,12 @@ from __future__ import annotations
 
 import datetime
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    local_world_size: int = 1
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def from_environment() -> DistInfo:
-    """Ranks as torchrun sets them (a plain `python benchmark.py` is rank 0 of 1)."""
-    env = os.environ
-    return DistInfo(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)),
-                    int(env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", 1))))
+from layerbench.runs.ranks import DistInfo
 
 
 def init(info: DistInfo, device: str, timeout_minutes: int = 60) -> str:

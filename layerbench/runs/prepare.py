@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -14,10 +15,11 @@ from layerbench.engine.engine import Engine, EngineOptions
 from layerbench.errors import UsageError
 from layerbench.evaluation import datasets
 from layerbench.models.fingerprint import model_content_hash
-from layerbench.models.loading import LoadedModel, cache_root, load_model
+from layerbench.models.loading import EMBEDDED_NAME, LoadedModel, cache_root, load_model
 from layerbench.runs import distributed
-from layerbench.runs.arguments import validate_exit_layer
+from layerbench.runs.flag_checks import validate_exit_layer
 from layerbench.runs.graphs import prepare_graphs
+from layerbench.runs.model_checks import check_context, check_stop_token_ids
 from layerbench.runs.plan import Plan
 from layerbench.surgery.calibration import Calibration
 from layerbench.surgery.calibration_cache import CalibrationCache
@@ -58,7 +60,8 @@ def calibration_loader(plan: Plan, tokenizer):
         pool = [s for s in samples if not (overlap and s.sample_id in eval_ids)]
         chosen = datasets.select_samples(pool, min(p.calibration_samples, len(pool)), seed, shuffle=True)
         fmt = plan.template if name == d.dataset else spec.template
-        ids = [tokenizer(fmt.format(input=s.input) + " " + s.reference.strip())["input_ids"] for s in chosen]
+        ids = [tokenizer(datasets.fill_template(fmt, s.input) + " " + s.reference.strip())["input_ids"]
+               for s in chosen]
         return Calibration(ids, {"dataset": name, "split": split, "seed": seed,
                                  "excluded_evaluated_samples": overlap})
     return load
@@ -74,18 +77,27 @@ def calibration_cache(plan: Plan, loaded: LoadedModel) -> CalibrationCache:
                             lambda: model_content_hash(loaded.model, loaded.source, cache_root()), log=log)
 
 
-def prune(plan: Plan, loaded: LoadedModel) -> PruneModel:
-    """Apply the prune method; calibration runs once, on rank 0, and every other rank applies its decision."""
-    info = plan.info
+def prune(plan: Plan, loaded: LoadedModel, stop: StopCondition) -> tuple[PruneModel, dict | None]:
+    """Apply the prune method; calibration runs once, on rank 0, and every other rank applies its decision.
+    Also returns the draft vocabulary, chosen from the calibration text before calibrating (so a size the text
+    cannot fill is refused at once) by every rank alike (it only counts tokens, so each rank refuses alike)."""
+    info, g = plan.info, plan.args.generation
     pruner = PruneModel(loaded.model, loaded.tokenizer, plan.prune_config,
                         calibration_loader(plan, loaded.tokenizer), calibration_cache(plan, loaded))
-    validate_exit_layer(plan.args.generation, pruner.num_layers_original)
+    validate_exit_layer(g, pruner.num_layers_original)
+    vocabulary = None
+    if g.draft_vocabulary is not None:
+        vocabulary = choose_draft_vocabulary(pruner, g.draft_vocabulary, stop.stop_token_ids)
+        distinct = vocabulary["report"]["distinct_calibration_tokens"]
+        if g.draft_vocabulary > distinct:
+            raise UsageError(f"--draft_vocabulary {g.draft_vocabulary} exceeds the {distinct} distinct tokens of "
+                             f"the calibration text")
     if info.is_main:
         pruner.apply()
     decision = distributed.broadcast(pruner.decision() if info.is_main else None, info)
     if not info.is_main:
         pruner.apply(decision)
-    return pruner
+    return pruner, vocabulary
 
 
 def mapped_exit_layer(plan: Plan, pruner: PruneModel) -> int:
@@ -96,6 +108,9 @@ def mapped_exit_layer(plan: Plan, pruner: PruneModel) -> int:
     if g.generation_strategy == "self_speculative" and exit_layer >= pruner.num_blocks:
         raise UsageError(f"--exit_layer {g.exit_layer}: every layer from it on was pruned, so the draft would be "
                          f"the whole {pruner.num_layers}-layer model")
+    if g.exit_adapter != "none" and exit_layer >= pruner.num_blocks:
+        raise UsageError(f"--exit_layer {g.exit_layer}: every layer from it on was pruned; an exit adapter there "
+                         f"would have nothing to adapt")
     pruner.report["exit_layer_original"] = g.exit_layer
     pruner.report["exit_layer_pruned"] = exit_layer
     return exit_layer
@@ -112,31 +127,63 @@ def stop_condition(plan: Plan, loaded: LoadedModel) -> StopCondition:
     return StopCondition(stop_ids, list(g.stop_words or []), loaded.tokenizer)
 
 
+def check_cuda(device: str, cuda_graphs: str) -> None:
+    """CUDA asked for where there is none: refused before the model is loaded."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available on this machine")
+    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if cuda_graphs == "on" and not on_cuda:
+        raise UsageError("--cuda_graphs on needs a CUDA device")
+
+
+def load(plan: Plan) -> LoadedModel:
+    """Load the model with a status line on stderr (main rank): `loading <model> ... 1.2 s`."""
+    b = plan.args.benchmark
+    device = distributed.init(plan.info, b.device)
+    check_cuda(device, b.cuda_graphs)
+
+    def status(text: str, end: str = "\n") -> None:
+        if plan.info.is_main:
+            print(text, end=end, file=sys.stderr, flush=True)
+
+    status(f"loading {b.model or EMBEDDED_NAME} ...", end=" ")
+    t0 = time.perf_counter()
+    try:
+        loaded = load_model(b.model, b.dtype, device, b.device_map, b.max_memory)
+    except BaseException:
+        status("failed")
+        raise
+    status(f"{time.perf_counter() - t0:.1f} s")
+    return loaded
+
+
+def prompt_ids(plan: Plan, loaded: LoadedModel, use_chat: bool) -> dict[str, list[int]]:
+    return {s.sample_id: datasets.build_prompt(loaded.tokenizer, plan.prompt_text(s), use_chat)
+            for s in plan.samples}
+
+
 def prepare(plan: Plan) -> Prepared:
     b, d, g = plan.args.benchmark, plan.args.dataset, plan.args.generation
     torch.manual_seed(b.seed)
-    device = distributed.init(plan.info, b.device)
-    loaded = load_model(b.model, b.dtype, device, b.device_map, b.max_memory)
-    pruner = prune(plan, loaded)
+    loaded = load(plan)
+    use_chat = datasets.use_chat_template(loaded.tokenizer, d.chat_template)
+    prompts = prompt_ids(plan, loaded, use_chat)
+    check_stop_token_ids(g, loaded.model.config.vocab_size)
+    check_context(g, prompts, getattr(loaded.model.config, "max_position_embeddings", None))
+    stop = stop_condition(plan, loaded)
+    pruner, vocabulary = prune(plan, loaded, stop)
     exit_layer = mapped_exit_layer(plan, pruner)
     if g.exit_adapter != "none":  # fitted once, on rank 0
         fitted = fit_exit_adapter(pruner, exit_layer) if plan.info.is_main else None
         fitted = distributed.broadcast(fitted, plan.info)
         pruner.report["exit_adapter"] = install_exit_adapter(pruner, fitted)
-    stop = stop_condition(plan, loaded)
-    if g.draft_vocabulary is not None:  # chosen once, on rank 0
-        chosen = (choose_draft_vocabulary(pruner, g.draft_vocabulary, stop.stop_token_ids) if plan.info.is_main
-                  else None)
-        pruner.report["draft_vocabulary"] = install_draft_vocabulary(pruner, distributed.broadcast(chosen, plan.info))
+    if vocabulary is not None:
+        pruner.report["draft_vocabulary"] = install_draft_vocabulary(pruner, vocabulary)
     if plan.args.prune.save_pruned_model and plan.info.is_main:
         pruner.save(plan.args.prune.save_pruned_model)
         pruner.report["saved_to"] = os.path.abspath(plan.args.prune.save_pruned_model)
     options = EngineOptions(linear_kernel=b.linear_kernel, attention_backend=b.attention_backend)
     engine = pruner.attach(Engine(loaded.model, options))
-    tokenizer = loaded.tokenizer
-    use_chat = datasets.use_chat_template(tokenizer, d.chat_template)
-    prompts = {s.sample_id: datasets.build_prompt(tokenizer, plan.shots + plan.template.format(input=s.input),
-                                                  use_chat) for s in plan.samples}
     generation = GenerationConfig(max_steps=g.max_steps, exit_layer=exit_layer,
                                   num_speculations=max(g.num_speculations, 0), draft_confidence=g.draft_confidence)
     strategy = STRATEGIES[g.generation_strategy]

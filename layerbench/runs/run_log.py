@@ -11,21 +11,7 @@ import subprocess
 import tempfile
 import uuid
 
-import torch
-import transformers
-
-from layerbench.errors import UsageError
-
 SCHEMA_VERSION = 2  # 2: sentence_bleu/corpus_bleu, perplexity, model.num_bytes, peak memory by source
-
-
-def prepare_output_dir(path: str) -> None:
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"--output_dir {path}: cannot create ({exc.strerror})") from exc
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UsageError(f"--output_dir {path}: not writable")
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -51,7 +37,11 @@ def git_commit() -> str | None:
         return None
 
 
-def environment(device: torch.device, world_size: int) -> dict:
+def environment(device, world_size: int) -> dict:
+    """Versions and hardware of this run (`device`: a torch.device)."""
+    import torch  # here, not at the top: resume reads logs before torch is imported
+    import transformers
+
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -1,6 +1,7 @@
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -57,11 +58,13 @@ def test_default_run_on_embedded_model(tmp_path):
     assert all(0 < r["num_tokens"] <= 32 and r["prediction"] for r in records)
 
 
-def test_self_speculative_run_reports_acceptance(tmp_path, tiny_model_dir):
+def test_self_speculative_run_reports_acceptance(tmp_path, tiny_model_dir, capsys):
     code = benchmark.main(["--model", tiny_model_dir, "--num_samples", "2", "--max_steps", "12", "--output_dir",
                            str(tmp_path), "--generation_strategy", "self_speculative", "--exit_layer", "3",
                            "--num_speculations", "2"])
     assert code == 0
+    # the status line while the model loads
+    assert re.search(rf"^loading {re.escape(tiny_model_dir)} \.\.\. \d+\.\d s$", capsys.readouterr().err, re.M)
     [doc] = _run_docs(tmp_path)
     records = _samples(tmp_path, doc)
     drafted = sum(r["num_drafted"] for r in records)

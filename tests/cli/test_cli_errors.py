@@ -1,5 +1,5 @@
 """Bad invocations: each must print exactly one line naming the problem, exit with status 2, and write no log."""
-import glob
+import json
 import os
 import subprocess
 import sys
@@ -47,7 +47,8 @@ CASES = [
     (["--n_shot", "1", "--dataset", "human_eval"], "--n_shot"),
     (["--unknown_flag", "1"], "--unknown_flag"),
     (["--split", "dev"], "--split"),
-    (["--calibration_dataset", "nope", "--prune_method", "angular", "--prune_n", "1"], "--calibration_dataset 'nope'"),
+    (["--calibration_dataset", "nope", "--prune_method", "angular", "--prune_n", "1"],
+     "argument --calibration_dataset: invalid choice: 'nope'"),
     (["--calibration_samples", "0"], "--calibration_samples"),
     (["--no_repeat_ngram_size", "0"], "--no_repeat_ngram_size"),
     (["--chat_template", "maybe"], "--chat_template"),
@@ -68,36 +69,106 @@ CASES = [
     (["--resume", "{tmp}"], "is a directory"),
     (["--num_speculations", "3"], "--num_speculations 3 only applies"),
     (["--prune_method", "lowrank", "--compression_rank", "4", "--save_pruned_model", "/tmp/x"], "--save_pruned_model"),
-    (["--linear_kernel", "nope"], "--linear_kernel 'nope' unknown"),
-    (["--attention_backend", "nope"], "--attention_backend 'nope' unknown"),
-    (["--cuda_graphs", "maybe"], "--cuda_graphs 'maybe' unknown"),
-    (["--stand_in", "mlp", "--prune_method", "angular", "--prune_n", "2"], "--stand_in 'mlp' unknown"),
-    (["--stand_in", "linear", "--prune_method", "lowrank", "--compression_rank", "4"], "--stand_in linear only applies"),
+    (["--linear_kernel", "nope"], "argument --linear_kernel: invalid choice: 'nope'"),
+    (["--attention_backend", "nope"], "argument --attention_backend: invalid choice: 'nope'"),
+    (["--cuda_graphs", "maybe"], "argument --cuda_graphs: invalid choice: 'maybe'"),
+    (["--stand_in", "mlp", "--prune_method", "angular", "--prune_n", "2"], "argument --stand_in: invalid choice: 'mlp'"),
+    (["--stand_in", "linear", "--prune_method", "lowrank", "--compression_rank", "4"],
+     "--stand_in only applies to --prune_method angular or random, not lowrank"),
     (["--prune_method", "angular", "--prune_n", "2", "--stand_in", "linear", "--save_pruned_model", "/tmp/x"],
      "--save_pruned_model"),
-    (["--exit_adapter", "mlp", "--exit_layer", "3"], "--exit_adapter 'mlp' unknown"),
+    (["--exit_adapter", "mlp", "--exit_layer", "3"], "argument --exit_adapter: invalid choice: 'mlp'"),
     (["--exit_adapter", "linear"], "--exit_adapter needs an exit layer"),
     (SPEC + ["--exit_layer", "3", "--num_speculations", "2", "--draft_confidence", "1.5"], "--draft_confidence"),
     (["--draft_confidence", "0.5"], "--draft_confidence"),
     (["--bootstrap_resamples", "0"], "--bootstrap_resamples must be in [1, 100000], got 0"),
     (["--bootstrap_resamples", "1000001"], "--bootstrap_resamples"),
     (["--bootstrap_resamples", "ten"], "--bootstrap_resamples"),
+    # issue 21: each of these was a traceback, a late failure or silently accepted
+    (["--template", "{input} {other}"], "error: --template: unknown field {other}; only {input} is replaced"),
+    (["--model", TINY, "--exit_layer", "6", "--exit_adapter", "linear"],
+     "error: --exit_adapter linear needs --exit_layer below the model's 6 layers"),
+    (["--save_pruned_model", "{file}"], "error: --save_pruned_model {file}: is a file"),
+    (["--save_pruned_model", "{file}/sub/dir"], "error: --save_pruned_model {file}/sub/dir: {file} is a file"),
+    (["--output_dir", "{file}/sub"], "error: --output_dir {file}/sub: {file} is a file"),
+    (["--sample", "True", "--temperature", "nan"], "error: argument --temperature: must be a finite number, got nan"),
+    (["--sample", "True", "--temperature", "inf"], "error: argument --temperature: must be a finite number, got inf"),
+    (["--sample", "True", "--temperature", "-0.5"], "error: --temperature must be > 0 when sampling, got -0.5"),
+    (["--seed", "99999999999999999999"], "error: --seed must be in [0, 2**32 - 1], got 99999999999999999999"),
+    (["--seed", "-1"], "error: --seed must be in [0, 2**32 - 1], got -1"),
+    (["--prune_n", "2"], "error: --prune_n only applies to --prune_method angular, not base"),
+    (["--prune_method", "angular", "--prune_n", "2", "--compression_rank", "4"],
+     "error: --compression_rank only applies to --prune_method lowrank, not angular"),
+    (["--prune_method", "lowrank", "--compression_rank", "4", "--compression_ratio", "0.5"],
+     "error: --compression_rank and --compression_ratio are alternatives; give one"),
+    (["--data_path", "{file}"], "error: --data_path only applies to --dataset custom_jsonl, not aclsum_summarization"),
+    (["--dataset", "human_eval", "--execute_code", "True", "--execution_timeout", "nan"],
+     "error: argument --execution_timeout: must be a finite number, got nan"),
+    (["--exit_layer", "-5"], "error: --exit_layer must be -1 (none) or a layer >= 1, got -5"),
+    (["--exit_layer", "0"], "error: --exit_layer must be -1 (none) or a layer >= 1, got 0"),
+    (["--model", TINY, "--stop_token_ids", "2", "999999"],
+     "error: --stop_token_ids 999999 is outside the model's vocabulary of 49152 tokens"),
+    (["--stop_token_ids", "-2"], "error: --stop_token_ids must be >= 0, got -2"),
+    (["--model", TINY] + SPEC + ["--exit_layer", "3", "--num_speculations", "2", "--draft_vocabulary", "100000",
+                                 "--calibration_samples", "2"],
+     "error: --draft_vocabulary 100000 exceeds the 258 distinct tokens of the calibration text"),
+    (["--n_shot", "1000"], "error: --n_shot 1000 exceeds the 100 samples of aclsum_summarization's train split"),
+    # 1200 words and the tokenizer's chat template
+    (["--model", TINY, "--dataset", "custom_jsonl", "--data_path", "{long_prompt}", "--num_samples", "2"],
+     "error: sample long: its prompt has 1231 tokens, the model's context is 512"),
+    (["--dataset", "custom_jsonl", "--data_path", "{null_reference}"],
+     "error: --data_path {null_reference}: line 2 field 'response' is null, not a string"),
+    (["--model", TINY, "--max_steps", "1000000000"],
+     "error: --max_steps 1000000000 exceeds the model's context of 512 tokens"),
+    (["--cuda_graphs", "on", "--device", "cpu"], "error: --cuda_graphs on needs a CUDA device, not --device cpu"),
+    (["--model", "{empty_dir}"], "error: --model {empty_dir}: not a complete model folder; missing config.json, "
+                                 "weights (*.safetensors or pytorch_model*.bin), tokenizer files"),
+    (["--model", "{config_only}"], "error: --model {config_only}: not a complete model folder; missing weights "
+                                   "(*.safetensors or pytorch_model*.bin), tokenizer files"),
+    (["--max_memory", "0=1GiB"], "error: --max_memory only applies with --device_map"),
+    (["--device_map", '{"model": "gpu"}'], "is not a device"),
+    (["--device_map", '{"": "disk"}'], "offloaded to disk"),
 ]
 
 
-def _materialize(argv, tiny, tmp_path):
-    named = {TINY: tiny, "{tmp}": str(tmp_path)}
-    return [named.get(a, a) for a in argv] + ["--output_dir", str(tmp_path / "out")]
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _placeholders(tiny, tmp_path) -> dict[str, str]:
+    """Files and folders the cases name: a plain file, two custom_jsonl files, an empty and a config-only folder."""
+    (tmp_path / "file").write_text("x")
+    _jsonl(tmp_path / "long.jsonl", [{"id": "short", "prompt": "hi", "response": "ok"},
+                                     {"id": "long", "prompt": "word " * 1200, "response": "ok"}])
+    _jsonl(tmp_path / "null.jsonl", [{"prompt": "a", "response": "b"}, {"prompt": "c", "response": None}])
+    (tmp_path / "empty_model").mkdir()
+    (tmp_path / "config_only").mkdir()
+    (tmp_path / "config_only" / "config.json").write_text("{}")
+    return {TINY: tiny, "{tmp}": str(tmp_path), "{file}": str(tmp_path / "file"),
+            "{long_prompt}": str(tmp_path / "long.jsonl"), "{null_reference}": str(tmp_path / "null.jsonl"),
+            "{empty_dir}": str(tmp_path / "empty_model"), "{config_only}": str(tmp_path / "config_only")}
+
+
+def _fill(text: str, named: dict[str, str]) -> str:
+    for key, value in named.items():
+        text = text.replace(key, value)
+    return text
+
+
+def error_lines(err: str) -> list[str]:
+    """stderr without the `loading <model> ... 1.2 s` status line."""
+    return [line for line in err.strip().splitlines() if not line.startswith("loading ")]
 
 
 @pytest.mark.parametrize("argv,flag", CASES, ids=[" ".join(c[0]) for c in CASES])
 def test_bad_invocation(argv, flag, tmp_path, tiny_model_dir, capsys):
-    args = _materialize(argv, tiny_model_dir, tmp_path)
+    named = _placeholders(tiny_model_dir, tmp_path)
+    args = ["--output_dir", str(tmp_path / "out")] + [_fill(a, named) for a in argv]
     assert benchmark.main(args) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = error_lines(capsys.readouterr().err)
     assert len(err) == 1, err
-    assert flag in err[0] and err[0].startswith("error: ")
-    assert not glob.glob(str(tmp_path / "out" / "benchmark_*"))
+    assert _fill(flag, named) in err[0] and err[0].startswith("error: ")
+    assert not (tmp_path / "out").exists()  # a refused run leaves no output folder behind
 
 
 def test_empty_custom_dataset(tmp_path, capsys):
@@ -141,11 +212,26 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     ("analyze_logs.py", ["results/sweep", "--out", "README.md"], "error: --out README.md: is a file, not a folder"),
     ("bench/speed.py", ["--samples", "0"], "error: argument --samples: must be >= 1, got 0"),
     ("bench/linear_kernels.py", ["--rows", "1", "x"], "error: argument --rows: invalid int value: 'x'"),
+    ("bench/speed.py", ["--draft_vocabulary", "-1"], "error: argument --draft_vocabulary: must be >= 0, got -1"),
 ])
 @pytest.mark.dist
 @pytest.mark.slow
 def test_other_scripts_reject_bad_flags_in_one_line(script, argv, expected):
-    proc = subprocess.run([sys.executable, script, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, script, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": ROOT})  # this checkout's layerbench, not an installed one
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(expected), lines
+
+
+@pytest.mark.parametrize("flag", ["--save_pruned_model", "--output_dir"])
+def test_unwritable_place_is_refused_before_loading(flag, tmp_path, monkeypatch, capsys):
+    """(As root every folder is writable, so the permission answer is what is faked here.)"""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(locked) else real_access(path, mode))
+    argv = ["--output_dir", str(tmp_path / "out"), flag, str(locked / "sub")]
+    assert benchmark.main(argv) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: {flag} {locked}/sub: {locked} is not writable"]
+    assert not (tmp_path / "out").exists() and not (locked / "sub").exists()

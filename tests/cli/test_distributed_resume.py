@@ -141,7 +141,8 @@ def test_ctrl_c_writes_what_finished_as_incomplete(tmp_path, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def tiny_gpt2_dir(tmp_path_factory, embedded_tokenizer):
-    """GPT-2 with only 64 positions: a longer prompt makes its rank fail (position embedding out of range)."""
+    """GPT-2 with only 64 positions: a prompt that fits but whose generation runs past position 63 makes its rank
+    fail (position embedding out of range; a prompt longer than the context is refused before generation)."""
     path = tmp_path_factory.mktemp("tiny_gpt2")
     model = tiny_gpt2(num_layers=2, vocab=len(embedded_tokenizer))
     model.config.n_positions = 64
@@ -154,13 +155,13 @@ def tiny_gpt2_dir(tmp_path_factory, embedded_tokenizer):
 @pytest.mark.dist
 @pytest.mark.slow
 def test_a_failing_rank_fails_the_run_and_is_named(tmp_path, tiny_gpt2_dir):
-    rows = [{"prompt": "short prompt", "response": "x"}, {"prompt": "long " * 200, "response": "y"},
+    rows = [{"prompt": "short prompt", "response": "x"}, {"prompt": "long " * 60, "response": "y"},
             {"prompt": "short again", "response": "z"}, {"prompt": "fine", "response": "w"}]
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     proc = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", "benchmark.py", "--model", tiny_gpt2_dir,
                            "--dataset", "custom_jsonl", "--data_path", str(path), "--random_shuffle", "False",
-                           "--num_samples", "4", "--max_steps", "4", "--chat_template", "off", "--warmup", "False",
+                           "--num_samples", "4", "--max_steps", "8", "--chat_template", "off", "--warmup", "False",
                            "--output_dir", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, env=ENV)
     assert proc.returncode != 0

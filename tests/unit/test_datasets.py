@@ -61,6 +61,20 @@ def test_few_shot_prefix_uses_train_split():
     assert prefix.startswith(tmpl.format(input=shots[0].input))
 
 
+def test_template_braces_other_than_input_are_literal(tmp_path):
+    """JSON or code in a template: only {input} is replaced, in the prompts and in the n-shot examples."""
+    from layerbench.runs.plan import make_plan
+    from layerbench.runs.ranks import DistInfo
+
+    assert data.fill_template('Q: {input} } {"k": {input}}', "x") == 'Q: x } {"k": x}'
+    template = 'Q: {input} } {"answer": "..."}'
+    plan = make_plan(["--template", template, "--n_shot", "1", "--num_samples", "1", "--output_dir",
+                      str(tmp_path / "out")], DistInfo())
+    [sample] = plan.samples
+    assert plan.prompt_text(sample).endswith(f'Q: {sample.input} }} {{"answer": "..."}}')
+    assert plan.shots.startswith("Q: ") and plan.shots.count('} {"answer": "..."} ') == 1
+
+
 def test_calibration_never_includes_an_evaluated_sample(tmp_path, embedded_tokenizer):
     """human_eval has no train split, so calibrating on it draws from the evaluated split: the evaluated problems
     must be left out (and the log says so); aclsum calibration comes from its train split."""
@@ -79,7 +93,7 @@ def test_calibration_never_includes_an_evaluated_sample(tmp_path, embedded_token
     assert len(calib.token_ids) == 164 - 160  # only the 4 problems that are not evaluated remain
 
     def prompt_start(sample) -> tuple[int, ...]:  # (the last token may merge with what follows)
-        return tuple(embedded_tokenizer(plan.template.format(input=sample.input))["input_ids"][:-1])
+        return tuple(embedded_tokenizer(data.fill_template(plan.template, sample.input))["input_ids"][:-1])
     _, problems = data.load_split("human_eval", None, data.DatasetOptions())
     evaluated = {s.sample_id for s in plan.samples}
     starts = {s.sample_id: prompt_start(s) for s in problems}

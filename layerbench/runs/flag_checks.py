@@ -1,0 +1,174 @@
+"""Checks of benchmark.py's flags that need no model and no data, run before anything is imported or loaded:
+each bad value or meaningless combination becomes a UsageError (one `error:` line, exit status 2). Checks
+against the loaded model are in `layerbench.runs.model_checks`."""
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+
+from layerbench.errors import UsageError
+from layerbench.models.device_map import parse_device_map, parse_max_memory
+from layerbench.models.folder import check_model_folder
+from layerbench.runs.arguments import (Arguments, BenchmarkArguments, DatasetArguments, GenerationArguments,
+                                       PruneArguments)
+from layerbench.runs.folders import check_writable_folder
+from layerbench.runs.ranks import DistInfo
+from layerbench.surgery.config import PruneConfig, validate_config
+
+MAX_RESAMPLES = 100_000
+SEED_RANGE = (0, 2**32 - 1)  # what numpy, torch and random all accept
+TEMPLATE_FIELD = re.compile(r"\{([A-Za-z_]\w*)\}")  # {name}; other braces (JSON, code) are literal text
+
+# flag -> the values of the choosing flag it applies to; given with another value (not left at its default), the
+# flag is refused rather than silently ignored
+PRUNE_METHOD_FLAGS = {
+    "prune_n": ("angular",), "dropout_threshold": ("random",), "prune_seed": ("random",),
+    "protected_layers": ("random",), "compression_rank": ("lowrank",), "compression_ratio": ("lowrank",),
+    "lowrank_method": ("lowrank",), "hot_path": ("lowrank", "gated"), "skip_threshold": ("gated",),
+    "available_compute": ("gated",), "stand_in": ("angular", "random"),
+}
+DATASET_FLAGS = {"data_path": ("custom_jsonl",), "prompt_field": ("custom_jsonl",),
+                 "response_field": ("custom_jsonl",)}
+
+
+def check_applies(group: object, flags: dict[str, tuple[str, ...]], chosen: str, chooser: str) -> None:
+    defaults = {f.name: f.default for f in fields(group)}
+    for name, allowed in flags.items():
+        if getattr(group, name) != defaults[name] and chosen not in allowed:
+            raise UsageError(f"--{name} only applies to {chooser} {' or '.join(allowed)}, not {chosen}")
+
+
+def check_seed(value: int | None, flag: str) -> None:
+    if value is not None and not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+        raise UsageError(f"{flag} must be in [0, 2**32 - 1], got {value}")
+
+
+def check_template(template: str) -> None:
+    if "{input}" not in template:
+        raise UsageError("--template must contain the placeholder {input}")
+    unknown = sorted(set(TEMPLATE_FIELD.findall(template)) - {"input"})
+    if unknown:
+        raise UsageError(f"--template: unknown field {{{unknown[0]}}}; only {{input}} is replaced (other braces "
+                         f"are kept as they are)")
+
+
+def validate_generation(generation: GenerationArguments) -> None:
+    g = generation
+    if g.max_steps < 1:
+        raise UsageError(f"--max_steps must be >= 1, got {g.max_steps}")
+    if g.exit_layer == 0 or g.exit_layer < -1:
+        raise UsageError(f"--exit_layer must be -1 (none) or a layer >= 1, got {g.exit_layer}")
+    if g.generation_strategy == "self_speculative":
+        if g.exit_layer <= 0:
+            raise UsageError("--exit_layer must be > 0 for self_speculative (draft layers [0, E))")
+        if g.num_speculations <= 0:
+            raise UsageError("--num_speculations must be > 0 for self_speculative")
+    elif g.num_speculations != -1:
+        raise UsageError(f"--num_speculations {g.num_speculations} only applies to --generation_strategy self_speculative")
+    if g.draft_confidence is not None and (g.generation_strategy != "self_speculative" or not 0 < g.draft_confidence < 1):
+        raise UsageError(f"--draft_confidence must be in (0, 1) and only applies to self_speculative, got {g.draft_confidence}")
+    if g.draft_vocabulary is not None and (g.generation_strategy != "self_speculative" or g.draft_vocabulary < 1):
+        raise UsageError(f"--draft_vocabulary must be >= 1 and only applies to self_speculative, got {g.draft_vocabulary}")
+    if g.exit_adapter != "none" and g.exit_layer <= 0:
+        raise UsageError("--exit_adapter needs an exit layer: --exit_layer E > 0 (early exit or self_speculative)")
+    if g.sample:
+        if g.temperature <= 0:
+            raise UsageError(f"--temperature must be > 0 when sampling, got {g.temperature}")
+        if not 0 < g.top_p <= 1:
+            raise UsageError(f"--top_p must be in (0, 1], got {g.top_p}")
+        if g.top_k < 0:
+            raise UsageError(f"--top_k must be >= 0, got {g.top_k}")
+    if g.no_repeat_ngram_size is not None and g.no_repeat_ngram_size < 1:
+        raise UsageError(f"--no_repeat_ngram_size must be >= 1, got {g.no_repeat_ngram_size}")
+    if any(t < 0 for t in g.stop_token_ids or []):
+        raise UsageError(f"--stop_token_ids must be >= 0, got {min(g.stop_token_ids)}")
+
+
+def validate_dataset(dataset: DatasetArguments) -> None:
+    d = dataset
+    if d.num_samples is not None and d.num_samples < 1:
+        raise UsageError(f"--num_samples must be >= 1, got {d.num_samples}")
+    if d.n_shot < 0:
+        raise UsageError(f"--n_shot must be >= 0, got {d.n_shot}")
+    if d.template is not None:
+        check_template(d.template)
+    check_applies(d, DATASET_FLAGS, d.dataset, "--dataset")
+
+
+def prune_config(prune: PruneArguments, seed: int) -> PruneConfig:
+    """The PruneModel configuration from the flags, checked before any model is loaded."""
+    p = prune
+    check_applies(p, PRUNE_METHOD_FLAGS, p.prune_method, "--prune_method")
+    if p.compression_rank is not None and p.compression_ratio is not None:
+        raise UsageError("--compression_rank and --compression_ratio are alternatives; give one")
+    check_seed(p.prune_seed, "--prune_seed")
+    config = PruneConfig(
+        method=p.prune_method, prune_n=p.prune_n, dropout_threshold=p.dropout_threshold,
+        prune_seed=p.prune_seed if p.prune_seed is not None else seed,
+        protected_layers=p.protected_layers or [], calibration_samples=p.calibration_samples,
+        calibration_max_length=p.calibration_max_length, compression_rank=p.compression_rank,
+        compression_ratio=p.compression_ratio, lowrank_method=p.lowrank_method, hot_path=p.hot_path,
+        skip_threshold=p.skip_threshold, available_compute=p.available_compute, stand_in=p.stand_in,
+        keep_originals=False)
+    validate_config(config)
+    return config
+
+
+def check_placement_and_logs(b: BenchmarkArguments, info: DistInfo) -> None:
+    if b.device_map and info.enabled:
+        raise UsageError("--device_map splits one model over the devices of a single process; torchrun runs one "
+                         "model per process (data parallel): use one or the other")
+    if b.device_map:
+        parse_device_map(b.device_map)
+    if b.max_memory:
+        if not b.device_map:
+            raise UsageError("--max_memory only applies with --device_map")
+        parse_max_memory(b.max_memory)
+    if not 1 <= b.bootstrap_resamples <= MAX_RESAMPLES:
+        raise UsageError(f"--bootstrap_resamples must be in [1, {MAX_RESAMPLES}], got {b.bootstrap_resamples}")
+
+
+def validate_combinations(args: Arguments, info: DistInfo) -> None:
+    b, d, g, p = args.benchmark, args.dataset, args.generation, args.prune
+    check_seed(b.seed, "--seed")
+    if p.prune_method == "gated" and g.generation_strategy == "self_speculative":
+        raise UsageError("--prune_method gated cannot be combined with --generation_strategy self_speculative: "
+                         "its skip set is decided per sequence at prefill, and a skipped layer has no KV for the "
+                         "verification pass to reuse")
+    if b.cuda_graphs == "on" and b.device == "cpu":
+        raise UsageError("--cuda_graphs on needs a CUDA device, not --device cpu")
+    if b.execute_code and d.dataset != "human_eval":
+        raise UsageError("--execute_code only applies to --dataset human_eval")
+    if b.execution_timeout <= 0:
+        raise UsageError(f"--execution_timeout must be > 0, got {b.execution_timeout}")
+    check_placement_and_logs(b, info)
+    if p.save_pruned_model and (p.prune_method in ("lowrank", "gated") or p.stand_in != "none"
+                                or g.exit_adapter != "none" or g.draft_vocabulary is not None):
+        raise UsageError("--save_pruned_model writes standard HF checkpoints, which cannot describe factorized, "
+                         "gated, stand-in or exit-adapter modules; it supports base, angular and random")
+    if p.save_pruned_model:
+        check_writable_folder(p.save_pruned_model, "--save_pruned_model")
+    if not b.resume:
+        check_writable_folder(b.output_dir, "--output_dir")
+    check_model_folder(b.model)
+
+
+def check_flags(args: Arguments, info: DistInfo) -> PruneConfig:
+    """Every check that needs neither a model nor data; returns the prune configuration."""
+    validate_generation(args.generation)
+    validate_dataset(args.dataset)
+    config = prune_config(args.prune, args.benchmark.seed)
+    validate_combinations(args, info)
+    return config
+
+
+def validate_exit_layer(generation: GenerationArguments, num_layers: int) -> None:
+    """Checks the exit layer against the model depth (before any pruning mapping)."""
+    g = generation
+    if g.generation_strategy == "self_speculative" and not 0 < g.exit_layer < num_layers:
+        raise UsageError(f"--exit_layer must satisfy 0 < E < {num_layers} (model layers) for self_speculative, got {g.exit_layer}")
+    if g.generation_strategy == "autoregressive" and g.exit_layer > num_layers:
+        raise UsageError(f"--exit_layer {g.exit_layer} exceeds the model's {num_layers} layers")
+    if g.exit_adapter != "none" and g.exit_layer >= num_layers:
+        raise UsageError(f"--exit_adapter {g.exit_adapter} needs --exit_layer below the model's {num_layers} layers "
+                         f"(after the last layer there is nothing to adapt), got {g.exit_layer}")

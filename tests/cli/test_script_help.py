@@ -1,0 +1,75 @@
+"""analyze_logs.py and the bench scripts: --help and bad flags answered before torch is imported, flags grouped,
+every flag with help."""
+import argparse
+import importlib
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import analyze_logs
+from layerbench.errors import OneLineArgumentParser
+from tests.conftest import ROOT
+
+BENCH_SCRIPTS = ["speed", "draft_confidence", "linear_kernels", "fit_choices", "compare_predictions"]
+GROUPED = {"speed": ["model and prompts", "timing", "self-speculation", "output"],
+           "draft_confidence": ["model and prompts", "timing", "self-speculation", "output"],
+           "linear_kernels": ["model", "timing", "output"]}
+
+
+def _parser_of(main, monkeypatch) -> argparse.ArgumentParser:
+    """The parser a script's main() builds (stopped where it would parse)."""
+    seen = []
+
+    def capture(self, args=None, namespace=None):
+        seen.append(self)
+        raise SystemExit(0)
+    monkeypatch.setattr(OneLineArgumentParser, "parse_args", capture)
+    with pytest.raises(SystemExit):
+        main()
+    return seen[0]
+
+
+def _check(parser: argparse.ArgumentParser, groups: list[str]) -> None:
+    for action in parser._actions:
+        assert action.help and action.help.strip(), action.option_strings or action.dest
+        assert action.help.count("default") <= 1, action.help
+    titles = [g.title for g in parser._action_groups if g._group_actions]
+    assert all(title in titles for title in groups), titles
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "bench"))
+    return lambda name: importlib.import_module(name)
+
+
+@pytest.mark.parametrize("name", BENCH_SCRIPTS)
+def test_bench_flags_are_grouped_and_have_help(name, bench, monkeypatch):
+    _check(_parser_of(bench(name).main, monkeypatch), GROUPED.get(name, []))
+
+
+def test_speed_refuses_a_negative_draft_vocabulary_at_once(bench, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["speed.py", "--draft_vocabulary", "-1"])
+    with pytest.raises(SystemExit) as exc:
+        bench("speed").main()
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.splitlines() == ["error: argument --draft_vocabulary: must be >= 0, got -1"]
+
+
+def test_analyze_logs_flags_are_grouped_and_have_help(monkeypatch):
+    _check(_parser_of(lambda: analyze_logs.main([]), monkeypatch), ["which runs", "output"])
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+@pytest.mark.parametrize("script", ["analyze_logs.py"] + [f"bench/{name}.py" for name in BENCH_SCRIPTS])
+def test_script_help_subprocess_is_fast(script):
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 0 and proc.stderr == "" and proc.stdout.startswith("usage: ")
+    assert seconds < 5, f"{script} --help took {seconds:.1f} s"
