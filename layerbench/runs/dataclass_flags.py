@@ -66,7 +66,7 @@ def _unwrap(hint) -> tuple[type, bool]:
 
 
 def _help(f: Field, default) -> str:
-    text = f.metadata.get("help", "")
+    text = f.metadata.get("help", "").replace("%", "%%")  # argparse expands %-formats in help
     return text if default is None or default is MISSING else f"{text} (default: {default})"
 
 
