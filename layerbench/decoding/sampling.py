@@ -61,6 +61,11 @@ class TokenChooser:
         return float(torch.rand((), generator=self.generator, device=self.generator.device))
 
 
+# a stop word of n characters lies within its last n tokens (a token decodes to at least one character) plus a few
+# that may decode to nothing or to part of a character
+STOP_WORD_MARGIN = 4
+
+
 @dataclass
 class StopCondition:
     """Generation stops at the first EOS / stop token, or once the decoded text contains a stop word."""
@@ -70,12 +75,15 @@ class StopCondition:
     tokenizer: object = None
 
     def first_stop(self, tokens: list[int], start: int = 0) -> int | None:
-        """Index (>= start) of the first token at which generation must stop, or None."""
+        """Index (>= start) of the first token at which generation must stop, or None. A stop word is looked for
+        in the text of the last few tokens only (enough to hold the longest stop word), so checking each new
+        token costs the same however long the generation is."""
+        window = max(map(len, self.stop_words)) + STOP_WORD_MARGIN if self.stop_words else 0
         for i in range(start, len(tokens)):
             if tokens[i] in self.stop_token_ids:
                 return i
-            if self.stop_words:
-                text = self.tokenizer.decode(tokens[: i + 1], skip_special_tokens=True)
+            if window:
+                text = self.tokenizer.decode(tokens[max(0, i + 1 - window): i + 1], skip_special_tokens=True)
                 if any(w in text for w in self.stop_words):
                     return i
         return None

@@ -156,8 +156,8 @@ def _fill(text: str, named: dict[str, str]) -> str:
 
 
 def error_lines(err: str) -> list[str]:
-    """stderr without the `loading <model> ... 1.2 s` status line."""
-    return [line for line in err.strip().splitlines() if not line.startswith("loading ")]
+    """stderr without the status lines (`loading <model> ... 1.2 s`, `calibration: <product> cached | 1.2 s`)."""
+    return [line for line in err.strip().splitlines() if not line.startswith(("loading ", "calibration: "))]
 
 
 @pytest.mark.parametrize("argv,flag", CASES, ids=[" ".join(c[0]) for c in CASES])

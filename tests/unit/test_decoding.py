@@ -228,3 +228,22 @@ def test_draft_confidence_shortens_drafts_and_keeps_greedy_output():
     short = speculative(engine, prompt, 40, 3, 4, draft_confidence=0.99)
     assert short.token_ids == full.token_ids == greedy(engine, prompt, 40).token_ids
     assert full.num_drafted / full.num_rounds > short.num_drafted / short.num_rounds >= 1
+
+
+def test_stop_words_decode_only_a_bounded_tail():
+    """Checking a new token decodes at most len(longest stop word) + margin tokens, never the whole prefix, and
+    still finds a word that arrives late in a long generation."""
+    from layerbench.decoding.sampling import STOP_WORD_MARGIN
+
+    class Counting(_LetterTokenizer):
+        longest = 0
+
+        def decode(self, ids, skip_special_tokens=True):
+            Counting.longest = max(Counting.longest, len(ids))
+            return super().decode(ids, skip_special_tokens)
+
+    tokens = [0, 1] * 200 + [25, 24, 23]  # "abab...ab" then "zyx"
+    stop = StopCondition(set(), ["zyx", "q"], Counting())
+    assert stop.first_stop(tokens) == len(tokens) - 1
+    assert Counting.longest == len("zyx") + STOP_WORD_MARGIN
+    assert StopCondition(set(), ["zyx"], Counting()).first_stop(tokens[:-1]) is None
