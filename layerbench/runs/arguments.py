@@ -116,7 +116,7 @@ class PruneArguments:
     calibration_samples: int = option(32, "calibration sequences")
     calibration_max_length: int = option(512, "tokens per calibration sequence at most")
     no_calibration_cache: bool = option(False, "compute every calibration product (hidden states, stand-ins, exit "
-                                               "adapters, ASVD scales, draft vocabularies) afresh; by default each "
+                                               "adapters, ASVD scales, draft vocabularies) afresh; otherwise each "
                                                "is kept in the cache folder ($LAYERBENCH_CACHE or "
                                                "~/.cache/layerbench) per model, calibration text and settings")
     save_pruned_model: Optional[str] = option(None, "folder to write the pruned model to as a standard checkpoint "

@@ -1,6 +1,8 @@
 """Static (graph-ready) steps on CPU: positions in device tensors, one reused cache, full-cache masked attention.
 On CUDA the same steps are captured as CUDA graphs; here they run eagerly, so their bookkeeping is checked
 against the ordinary eager path token for token."""
+import os
+
 import pytest
 import torch
 
@@ -148,7 +150,7 @@ def test_static_buffers_never_move_during_a_run_with_long_references(tiny_model_
     """A full run through the static path with perplexity on references much longer than max_steps: every buffer
     the steps use keeps its address (a captured graph would keep reading the old one), and the perplexities equal
     those of an eager run."""
-    from layerbench.runs import distributed
+    from layerbench.runs.ranks import from_environment
     from layerbench.runs.generate import run_samples
     from layerbench.runs.plan import make_plan
     from layerbench.runs.prepare import prepare
@@ -159,12 +161,12 @@ def test_static_buffers_never_move_during_a_run_with_long_references(tiny_model_
         argv = ["--model", tiny_model_dir, "--num_samples", "3", "--max_steps", "4", "--cuda_graphs", graphs,
                 "--generation_strategy", "self_speculative", "--exit_layer", "3", "--num_speculations", "2",
                 "--warmup", "False", "--output_dir", str(tmp_path / graphs)]
-        plan = make_plan(argv, distributed.from_environment())
+        plan = make_plan(argv, from_environment())
         prepared = prepare(plan)
         static = prepared.engine.static
         before = {k: t.data_ptr() for k, t in static.buffers(prepared.engine).items()} if static else {}
-        todo = plan.samples
-        records, status, _ = run_samples(plan, prepared, RunLog(plan.output_dir, graphs, 0), todo)
+        os.makedirs(plan.output_dir, exist_ok=True)
+        records, status, _ = run_samples(plan, prepared, RunLog(plan.output_dir, graphs, 0), plan.samples)
         assert status["error"] is None
         assert all(r["perplexity"]["tokens"] > prepared.generation.max_steps * 4 for r in records)
         if static:
