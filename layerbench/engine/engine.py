@@ -11,7 +11,7 @@ phase it is in so that a layer policy (gated skipping) never has to guess.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +25,6 @@ from layerbench.engine.linear_kernels import bind_projection, choose_kernel
 from layerbench.engine.norms import NORMS
 from layerbench.engine.placement import Placement, module_device, to_device
 from layerbench.engine.rope import RotaryTable
-from layerbench.engine.static_steps import StaticSteps
-from layerbench.errors import UsageError
 from layerbench.models.addons import get_addons
 from layerbench.models.families import get_family
 
@@ -39,6 +37,17 @@ class LayerObserver(Protocol):
     """Sees each block's input and output values (eager passes only: a replayed graph has no per-block values)."""
 
     def __call__(self, block: Block, before: torch.Tensor, after: torch.Tensor, phase: str) -> None: ...
+
+
+class StepRunner(Protocol):
+    """Prepared fixed-shape steps over one reused cache (engine.static_steps installs them from outside)."""
+
+    cache: KVCache
+    replaying: bool
+
+    def cache_for(self, capacity: int) -> KVCache: ...
+
+    def find(self, first: int, last: int, inputs: torch.Tensor) -> Callable | None: ...
 
 
 class BlockCounter(Protocol):
@@ -76,7 +85,7 @@ class Engine:
         self.kernel = choose_kernel(self.options.linear_kernel, model)
         self.attention_backends = attention_backends(self.options.attention_backend,
                                                      module_device(get_family(model).embedding(model)))
-        self.static: StaticSteps | None = None
+        self.static: StepRunner | None = None  # see engine.static_steps.install_static_steps
         self.prepare()
 
     @property
@@ -229,19 +238,6 @@ class Engine:
         for block in self.blocks[first:last]:
             for count in self.counters:
                 count(block, tokens, phase)
-
-    def use_static_steps(self, capacity: int, shapes: list[tuple[int, int, int, bool]], mode: str) -> None:
-        """Prepare fixed-shape steps (first, last, tokens, from_ids) over one reused cache of `capacity`
-        positions, run eagerly ("eager") or captured now, before anything is timed ("cuda" graphs; "emulated":
-        the replay path on CPU, see static_steps)."""
-        if self.policy is not None:
-            raise UsageError("static steps need the same layers at every step; a layer policy (gated skipping) "
-                             "decides them per sequence")
-        if mode != "eager" and self.placement.split:
-            raise UsageError(f"captured steps need the whole model on one device; this one is split over "
-                             f"{', '.join(map(str, self.devices))}")
-        self.static = None
-        self.static = StaticSteps(self, capacity, shapes, mode)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm and LM head (with Gemma 2's final soft-capping), returned on the input device."""

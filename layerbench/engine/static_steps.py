@@ -14,14 +14,13 @@ into its fixed output buffer), so the replay path's counting and checks are test
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 
+from layerbench.engine.engine import Engine
 from layerbench.engine.kv_cache import KVCache
-
-if TYPE_CHECKING:
-    from layerbench.engine.engine import Engine
+from layerbench.errors import UsageError
 
 Shape = tuple[int, int, int, bool]  # (first block, last block, tokens, input is token ids)
 MODES = ("eager", "cuda", "emulated")
@@ -118,3 +117,18 @@ class StaticSteps:
         for shape, step in self.steps.items():
             named.update({f"step{shape}.{i}": t for i, t in enumerate(step.buffers())})
         return named
+
+
+def install_static_steps(engine: Engine, capacity: int, shapes: list[Shape], mode: str) -> StaticSteps:
+    """Prepare fixed-shape steps (first, last, tokens, from_ids) over one reused cache of `capacity` positions
+    and let `engine` replay them: run eagerly ("eager") or captured now, before anything is timed ("cuda" graphs;
+    "emulated": the replay path on CPU)."""
+    if engine.policy is not None:
+        raise UsageError("static steps need the same layers at every step; a layer policy (gated skipping) "
+                         "decides them per sequence")
+    if mode != "eager" and engine.placement.split:
+        raise UsageError(f"captured steps need the whole model on one device; this one is split over "
+                         f"{', '.join(map(str, engine.devices))}")
+    engine.static = None
+    engine.static = StaticSteps(engine, capacity, shapes, mode)
+    return engine.static

@@ -12,6 +12,7 @@ import torch
 from layerbench.decoding import GenerationConfig, GenerationStrategy
 from layerbench.decoding.sampling import SamplingConfig, StopCondition, TokenChooser
 from layerbench.engine.engine import Engine
+from layerbench.engine.static_steps import install_static_steps
 from layerbench.errors import UsageError
 
 CHECK_TOKENS = 16  # tokens of the warm-up prompt generated with replay and eagerly
@@ -35,7 +36,7 @@ def capture_checked(engine: Engine, capacity: int, shapes: list, mode: str,
     """Prepare the steps in `mode` ("cuda" or, on CPU for tests, "emulated"), then generate a prompt
     with replays and with the same steps run eagerly; any failure or difference falls back to eager."""
     try:
-        engine.use_static_steps(capacity, shapes, mode)
+        install_static_steps(engine, capacity, shapes, mode)
         replayed = generate_tokens()
         engine.static.replaying = False
         eager = generate_tokens()
@@ -62,7 +63,7 @@ def prepare_graphs(requested: str, engine: Engine, strategy: GenerationStrategy,
     capacity = strategy.capacity(len(warmup_prompt), generation)
     shapes = strategy.static_shapes(engine, generation)
     if requested == "static":
-        engine.use_static_steps(capacity, shapes, "eager")
+        install_static_steps(engine, capacity, shapes, "eager")
         return f"static ({len(engine.static.steps)} fixed-shape steps run eagerly, not captured)"
     if engine.placement.split:
         return fall_back(engine, f"the model is split over {', '.join(map(str, engine.devices))}; a graph is "

@@ -8,6 +8,7 @@ import torch
 
 from layerbench.decoding import STRATEGIES, GenerationConfig
 from layerbench.engine.engine import Engine
+from layerbench.engine.static_steps import install_static_steps
 from layerbench.errors import UsageError
 from pruned_model import PruneConfig, PruneModel
 from tests.helpers import greedy, prompt_ids, speculative, tiny_gpt2, tiny_llama
@@ -16,7 +17,7 @@ from tests.unit.test_families import build
 
 def _static(model, config: GenerationConfig, strategy: str, capacity: int = 256) -> Engine:
     engine = Engine(model)
-    engine.use_static_steps(capacity, STRATEGIES[strategy].static_shapes(engine, config), "eager")
+    install_static_steps(engine, capacity, STRATEGIES[strategy].static_shapes(engine, config), "eager")
     return engine
 
 
@@ -52,7 +53,7 @@ def test_static_steps_report_the_same_layer_calls():
         pm = PruneModel(model, None, PruneConfig(method="base"))
         engine = pm.attach(Engine(model))
         if static:
-            engine.use_static_steps(128, [(0, 6, 1, True)], "eager")
+            install_static_steps(engine, 128, [(0, 6, 1, True)], "eager")
         pm.start_counting()
         greedy(engine, prompt_ids(), 10)
         counts[name] = pm.layer_call_counts()
@@ -67,7 +68,7 @@ def test_static_cache_capacity_and_gating_are_checked():
     pm = PruneModel(tiny_llama(), None, PruneConfig(method="gated"))
     pm.apply()
     with pytest.raises(UsageError, match="layer policy"):
-        pm.attach(Engine(pm.model)).use_static_steps(64, [(0, 6, 1, True)], "eager")
+        install_static_steps(pm.attach(Engine(pm.model)), 64, [(0, 6, 1, True)], "eager")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -75,7 +76,7 @@ def test_cuda_graph_replay_equals_eager():
     model = tiny_llama().cuda()
     config = GenerationConfig(max_steps=24, exit_layer=3, num_speculations=3)
     graphed = Engine(model)
-    graphed.use_static_steps(128, STRATEGIES["self_speculative"].static_shapes(graphed, config), "cuda")
+    install_static_steps(graphed, 128, STRATEGIES["self_speculative"].static_shapes(graphed, config), "cuda")
     prompt = prompt_ids().cuda()
     assert (speculative(graphed, prompt, 24, 3, 3).token_ids == greedy(Engine(model), prompt, 24).token_ids)
 
@@ -93,7 +94,8 @@ def test_replayed_steps_count_every_layer_call_as_eager_steps_do():
         pm = PruneModel(model, None, PruneConfig(method="base"))
         engine = pm.attach(Engine(model))
         if mode != "off":
-            engine.use_static_steps(128, STRATEGIES["self_speculative"].static_shapes(engine, _ss_config()), mode)
+            shapes = STRATEGIES["self_speculative"].static_shapes(engine, _ss_config())
+            install_static_steps(engine, 128, shapes, mode)
         pm.start_counting()
         tokens = speculative(engine, prompt_ids(), 30, 3, 3).token_ids
         counts[mode] = (pm.layer_call_counts(), pm.counter.token_snapshot(), tokens)
@@ -103,7 +105,7 @@ def test_replayed_steps_count_every_layer_call_as_eager_steps_do():
 def test_observers_are_refused_during_replay():
     model = tiny_llama(num_layers=6)
     engine = Engine(model)
-    engine.use_static_steps(128, [(0, 6, 1, True)], "emulated")
+    install_static_steps(engine, 128, [(0, 6, 1, True)], "emulated")
     engine.observers.append(lambda block, before, after, phase: None)
     with pytest.raises(RuntimeError, match="observers"):
         greedy(engine, prompt_ids(), 4)
@@ -173,7 +175,8 @@ def test_static_buffers_never_move_during_a_run_with_long_references(tiny_model_
             assert prepared.cuda_graphs.startswith("static (")
             assert {k: t.data_ptr() for k, t in static.buffers(prepared.engine).items()} == before
             longest = max(r["prompt_tokens"] + r["perplexity"]["tokens"] for r in records)
-            assert prepared.engine.rotary.length < longest <= next(iter(prepared.engine.rotary.longer.values()))[0].shape[0]
+            rotary = prepared.engine.rotary
+            assert rotary.length < longest <= next(iter(rotary.longer.values()))[0].shape[0]
         results[graphs] = [(r["prediction"], r["perplexity"]["nll_sum"]) for r in records]
     for (text_s, nll_s), (text_e, nll_e) in zip(results["static"], results["off"]):
         assert text_s == text_e and nll_s == pytest.approx(nll_e, rel=1e-4)
