@@ -144,6 +144,26 @@ def test_gated_threshold_one_runs_only_the_hot_path(factory):
     assert len(out.token_ids) == 10
 
 
+def test_gated_threshold_between_temperatures_skips_exactly_the_colder_layers():
+    """A threshold placed between measured temperatures skips exactly the cold layers below it at every decode
+    step, and changes the output (the skipped layers really are gone from the decode pass)."""
+    base = tiny_llama(num_layers=8)
+    probe = PruneModel(copy.deepcopy(base), None, PruneConfig(method="gated", skip_threshold=0.0, hot_path=[0, 7]))
+    probe.apply()
+    _greedy(probe.model, n=2, pruner=probe)
+    cold = sorted(range(1, 7), key=lambda i: probe.gate.temperatures[i])
+    threshold = (probe.gate.temperatures[cold[2]] + probe.gate.temperatures[cold[3]]) / 2
+    model = copy.deepcopy(base)
+    pm = PruneModel(model, None, PruneConfig(method="gated", skip_threshold=threshold, hot_path=[0, 7]))
+    pm.apply()
+    pm.start_counting()
+    out = _greedy(model, n=10, pruner=pm)
+    assert pm.gate.skip == set(cold[:3])
+    assert pm.layer_call_counts() == [1 if i in cold[:3] else 10 for i in range(8)]
+    assert pm.get_metrics()["decode_skip_ratio"] == pytest.approx(3 / 8)
+    assert out.token_ids != _greedy(base, n=10).token_ids
+
+
 def test_gated_compute_budget_keeps_hot_path_and_hottest_layers():
     model = tiny_llama(num_layers=10)
     pm = PruneModel(model, None, PruneConfig(method="gated", skip_threshold=0.0, available_compute=0.5))

@@ -25,7 +25,7 @@ CONFIGS = {
         "original_max_position_embeddings": 64}),
     "llama_rope_linear": lambda: transformers.LlamaConfig(**COMMON, rope_scaling={"rope_type": "linear", "factor": 2.0}),
     "qwen2_rope_yarn": lambda: transformers.Qwen2Config(**COMMON, rope_scaling={
-        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}),
+        "rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 64}),  # not 256/64: the factor is read
     "mistral_window": lambda: transformers.MistralConfig(**COMMON, sliding_window=8),
     "qwen2": lambda: transformers.Qwen2Config(**COMMON),
     "qwen3": lambda: transformers.Qwen3Config(**COMMON, head_dim=24),
