@@ -3,7 +3,6 @@ import copy
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -93,18 +92,17 @@ def test_bytes_fall_with_parameters_after_angular_and_lowrank(embedded):
         assert report["num_bytes_before"] - report["num_bytes_after"] == 4 * removed_params  # fp32
 
 
-def test_converted_embedded_model_reloads_fast_and_identically(embedded, tmp_path):
-    """A run after the first loads the cached safetensors conversion in under 5 s, giving the same weights."""
-    code = ("import time, torch; from layerbench.models.loading import load_model; t = time.perf_counter(); "
-            "m = load_model(None, 'float32', 'cpu'); print(m.loaded_from, time.perf_counter() - t); "
+def test_converted_embedded_model_reloads_from_the_cache_identically(embedded, tmp_path):
+    """A run after the first loads the cached safetensors conversion, never the GGUF (the converter is made to
+    fail in that process), and gets the same weights."""
+    code = ("import torch; from layerbench.models import loading; "
+            "loading._convert_embedded = lambda *a: (_ for _ in ()).throw(AssertionError('converted again')); "
+            "m = loading.load_model(None, 'float32', 'cpu'); print(m.loaded_from); "
             f"torch.save({{k: v for k, v in m.model.state_dict().items()}}, {str(tmp_path / 'sd.pt')!r})")
-    t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    loaded_from, seconds = proc.stdout.split()[-2:]
-    assert loaded_from == "cache" and float(seconds) < 5, proc.stdout
-    assert time.perf_counter() - t0 < 60
+    assert proc.stdout.split()[-1] == "cache", proc.stdout
     reloaded = torch.load(tmp_path / "sd.pt")
     for k, v in embedded.model.state_dict().items():
         assert torch.equal(v, reloaded[k]), k
