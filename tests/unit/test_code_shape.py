@@ -1,0 +1,82 @@
+"""The code's shape, checked on its syntax tree: no function over 80 lines, and no import circle between the
+package's modules (imports inside functions included). Imports only for type checking are not counted yet: the
+surgery methods still name `PruneModel` in their signatures (prune_model -> angular -> prune_model for the type
+checker), which the registry rework of issue 18 removes."""
+import ast
+import pathlib
+
+from tests.conftest import ROOT
+
+MAX_LINES = 80
+
+
+def _sources(*patterns: str) -> list[pathlib.Path]:
+    root = pathlib.Path(ROOT)
+    return sorted(p for pattern in patterns for p in root.glob(pattern) if ".venv" not in p.parts)
+
+
+def test_no_function_is_longer_than_80_lines():
+    long = [f"{p.relative_to(ROOT)}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)"
+            for p in _sources("*.py", "layerbench/**/*.py", "bench/**/*.py", "examples/**/*.py", "tests/**/*.py")
+            for n in ast.walk(ast.parse(p.read_text()))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > MAX_LINES]
+    assert not long
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node except those under `if TYPE_CHECKING:`."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        yield node
+        yield from _runtime_nodes(node)
+
+
+def _imports(path: pathlib.Path, modules: set[str]) -> set[str]:
+    found = set()
+    for node in _runtime_nodes(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found & modules
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle, if there is any (depth-first search)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        state[module] = 1
+        path.append(module)
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                return path[path.index(target):] + [target]
+            if target not in state and (found := visit(target)):
+                return found
+        state[module] = 2
+        path.pop()
+        return None
+    for module in sorted(graph):
+        if module not in state and (found := visit(module)):
+            return found
+    return None
+
+
+def test_no_import_circle_in_the_package():
+    paths = {_module_name(p): p for p in _sources("layerbench/**/*.py")}
+    graph = {m: _imports(p, set(paths)) - {m} for m, p in paths.items()}
+    graph = {m: {t for t in targets if not m.startswith(t + ".")} for m, targets in graph.items()}  # a parent package
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+def test_the_circle_finder_finds_a_circle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
