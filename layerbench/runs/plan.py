@@ -90,7 +90,7 @@ def validate_combinations(args: Arguments, info: DistInfo) -> None:
         raise UsageError(f"--save_pruned_model {p.save_pruned_model}: is a file")
 
 
-def make_plan(argv: list[str] | None, info: DistInfo) -> Plan:
+def make_plan(argv: list[str] | None, info: DistInfo, create_output_dir: bool = True) -> Plan:
     args = parse_args(argv)
     b, d = args.benchmark, args.dataset
     validate_generation(args.generation, STRATEGIES)
@@ -99,7 +99,8 @@ def make_plan(argv: list[str] | None, info: DistInfo) -> Plan:
     validate_combinations(args, info)
     resumed = resume.load(b.resume, args.as_dict()) if b.resume else None
     output_dir = resumed.output_dir if resumed else b.output_dir
-    prepare_output_dir(output_dir)
+    if create_output_dir:  # the lm-eval model plans without writing a run log
+        prepare_output_dir(output_dir)
     options = datasets.DatasetOptions(data_path=d.data_path, prompt_field=d.prompt_field,
                                       response_field=d.response_field)
     spec = datasets.get_spec(d.dataset)
