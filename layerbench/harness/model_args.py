@@ -12,7 +12,8 @@ from layerbench.runs.prepare import Prepared, prepare
 
 # benchmark flags that describe a benchmark run (its logs, timing, sample scoring), not the model
 NOT_MODEL_ARGS = frozenset({"output_dir", "resume", "warmup", "execute_code", "execution_timeout",
-                            "bootstrap_resamples", "perplexity", "cuda_graphs", "save_pruned_model", "max_steps"})
+                            "bootstrap_resamples", "perplexity", "cuda_graphs", "save_pruned_model", "max_steps",
+                            "lm_eval_tasks", "lm_eval_limit", "lm_eval_num_fewshot", "lm_eval_batch_size"})
 ALIASES = {"pretrained": "model"}  # lm-eval's hf model calls the checkpoint `pretrained`
 MODEL_ARGS = tuple(f.name for group in (BenchmarkArguments, GenerationArguments, PruneArguments)
                    for f in fields(group) if f.name not in NOT_MODEL_ARGS)

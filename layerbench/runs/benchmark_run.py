@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from layerbench.errors import UsageError
-from layerbench.runs import distributed
+from layerbench.runs import distributed, lm_eval_step
 from layerbench.runs.document import finish, initial_document, peak_memory
 from layerbench.runs.generate import run_samples
 from layerbench.runs.plan import make_plan
@@ -40,6 +40,8 @@ def run(argv: list[str] | None, info: distributed.DistInfo) -> int:
     parts = distributed.gather(mine, info)
     if not info.is_main:
         return 1 if status["error"] else (130 if status["interrupted"] else 0)
+    if plan.args.benchmark.lm_eval_tasks and not any(p["status"]["error"] or p["status"]["interrupted"] for p in parts):
+        doc["lm_eval"] = lm_eval_step.run(plan.args.benchmark, prepared)
     return finish(plan, log, doc, done, parts)
 
 

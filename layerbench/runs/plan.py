@@ -9,7 +9,7 @@ from layerbench.engine.attention import BACKENDS
 from layerbench.errors import UsageError
 from layerbench.evaluation import datasets
 from layerbench.models.device_map import parse_device_map, parse_max_memory
-from layerbench.runs import resume
+from layerbench.runs import lm_eval_step, resume
 from layerbench.runs.arguments import (Arguments, PruneArguments, parse_args, validate_dataset,
                                        validate_generation)
 from layerbench.runs.distributed import DistInfo
@@ -97,6 +97,7 @@ def make_plan(argv: list[str] | None, info: DistInfo, create_output_dir: bool = 
     validate_dataset(d)
     prune_config = build_prune_config(args.prune, b.seed)
     validate_combinations(args, info)
+    lm_eval_step.check(b)
     resumed = resume.load(b.resume, args.as_dict()) if b.resume else None
     output_dir = resumed.output_dir if resumed else b.output_dir
     if create_output_dir:  # the lm-eval model plans without writing a run log
