@@ -8,6 +8,7 @@ with one line naming it and the cause.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 
 from layerbench.errors import UsageError
@@ -15,9 +16,33 @@ from layerbench.errors import UsageError
 LOCAL_TASKS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tasks")
 
 
+class _NoMetadataHint(logging.Filter):
+    """Drops lm-eval's hint that a task with a `custom_dataset` takes --metadata: the local tasks' loader only
+    resolves their data files against their folder, and the hint would break the one-line error contract."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Custom kwargs can be passed to `--metadata`" not in record.getMessage()
+
+
+def quiet_metadata_hint() -> None:
+    task_logger = logging.getLogger("lm_eval.api.task")
+    if not any(isinstance(f, _NoMetadataHint) for f in task_logger.filters):
+        task_logger.addFilter(_NoMetadataHint())
+
+
+def task_names(files: list[str]) -> list[str]:
+    """The `task` each YAML file defines."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+    return [load_yaml(f, resolve_func=False).get("task") for f in files]
+
+
+def defined_tasks(paths: list[str]) -> set[str]:
+    """Every task the YAML files in these folders define."""
+    return set(task_names([f for path in paths for f in sorted(glob.glob(os.path.join(path, "*.yaml")))]))
+
+
 def resolve(entries: list[str]) -> tuple[list[str], list[str]]:
     """(task names, include paths) for the given entries."""
-    from lm_eval.tasks._yaml_loader import load_yaml
     names, paths = [], [LOCAL_TASKS] if os.path.isdir(LOCAL_TASKS) else []
     for entry in entries:
         if os.path.isdir(entry):
@@ -25,12 +50,12 @@ def resolve(entries: list[str]) -> tuple[list[str], list[str]]:
             if not files:
                 raise UsageError(f"lm-eval task folder {entry}: no *.yaml task files")
             paths.append(os.path.abspath(entry))
-            names += [load_yaml(f, resolve_func=False).get("task") for f in files]
+            names += task_names(files)
         elif entry.endswith(".yaml"):
             if not os.path.isfile(entry):
                 raise UsageError(f"lm-eval task file {entry}: no such file")
             paths.append(os.path.dirname(os.path.abspath(entry)))
-            names.append(load_yaml(entry, resolve_func=False).get("task"))
+            names += task_names([entry])
         else:
             names.append(entry)
     return [n for n in dict.fromkeys(names) if n], list(dict.fromkeys(paths))
@@ -40,7 +65,10 @@ def load_tasks(names: list[str], include_paths: list[str]):
     """(TaskManager, {name: task dict}) with every task loaded; a task that cannot be found or whose data cannot
     be read raises a UsageError naming it."""
     from lm_eval.tasks import TaskManager, get_task_dict
-    manager = TaskManager(include_path=include_paths or None)
+    quiet_metadata_hint()
+    # lm-eval's own task index (thousands of YAMLs, seconds to build) only when a task is not in these folders
+    local_only = set(names) <= defined_tasks(include_paths)
+    manager = TaskManager(include_path=include_paths or None, include_defaults=not local_only)
     loaded = {}
     for name in names:
         try:
