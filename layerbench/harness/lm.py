@@ -29,6 +29,15 @@ from layerbench.runs.prepare import Prepared
 DEFAULT_MAX_GEN_TOKS = 256
 
 
+def device_flag(device: str | None) -> str | None:
+    """lm-eval's --device (its CLI defaults to cuda:0 even without a GPU) -> the benchmark's --device: cpu, or
+    cuda where there is one (the engine places the model on cuda:0 or by --device_map), else auto."""
+    if device is None or device == "cpu":
+        return device
+    import torch
+    return "cuda" if device.startswith("cuda") and torch.cuda.is_available() else "auto"
+
+
 def batch_size_of(value) -> int:
     """lm-eval's batch_size ("auto", "auto:N", or a number) -> requests per chunk (0: all at once; the engine
     holds one sequence at a time, so no size can run out of memory)."""
@@ -47,7 +56,7 @@ class LayerbenchLM(TemplateLM):
                  prepared: Prepared | None = None, seed: int = 42, **model_args) -> None:
         super().__init__()
         if prepared is None:
-            prepared = build({**model_args, "seed": seed, **({"device": device} if device else {})})
+            prepared = build({**model_args, "seed": seed, "device": device_flag(device)})
         self.prepared = prepared
         self.engine = prepared.engine
         self.engine.static = None  # lm-eval prompts have any length; captured fixed-shape steps are for timing

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from layerbench.engine.engine import Engine
 from layerbench.errors import UsageError
-from layerbench.harness.lm import batch_size_of
+from layerbench.harness.lm import batch_size_of, device_flag
 from layerbench.harness.model_args import to_argv
 from layerbench.harness.scoring import Scorer
 from layerbench.harness.tasks import LOCAL_TASKS, resolve, run_section
@@ -30,6 +30,11 @@ def test_model_args_become_benchmark_flags():
 def test_model_args_outside_the_model_are_refused(key):
     with pytest.raises(UsageError, match=f"model_args '{key}' unknown"):
         to_argv({key: 1})
+
+
+def test_lm_eval_devices_become_benchmark_devices():
+    assert [device_flag(d) for d in (None, "cpu")] == [None, "cpu"]
+    assert device_flag("cuda:0") == ("cuda" if torch.cuda.is_available() else "auto")
 
 
 def test_batch_sizes():
