@@ -141,6 +141,7 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     ("analyze_logs.py", ["results/sweep", "--out", "README.md"], "error: --out README.md: is a file, not a folder"),
     ("bench/speed.py", ["--samples", "0"], "error: argument --samples: must be >= 1, got 0"),
     ("bench/linear_kernels.py", ["--rows", "1", "x"], "error: argument --rows: invalid int value: 'x'"),
+    ("bench/lm_eval_speed.py", ["--rounds", "0"], "error: argument --rounds: must be >= 1, got 0"),
 ])
 @pytest.mark.dist
 @pytest.mark.slow

@@ -99,3 +99,21 @@ def test_run_section_from_lm_eval_results():
         "version": 1.0, "num_fewshot": 2, "limit": 4, "samples": 4,
         "metrics": {"acc": {"value": 0.5, "stderr": 0.25}, "ppl": {"value": 3.0, "stderr": None},
                     "exact_match[strict]": {"value": 1.0, "stderr": 0.0}}}}
+
+
+@pytest.mark.parametrize("flags,message", [
+    ({"lm_eval_limit": 5}, "--lm_eval_limit only applies with --lm_eval_tasks"),
+    ({"lm_eval_num_fewshot": 1}, "--lm_eval_num_fewshot only applies with --lm_eval_tasks"),
+    ({"lm_eval_tasks": " , "}, "--lm_eval_tasks: no task given"),
+    ({"lm_eval_tasks": "aclsum_mc", "lm_eval_limit": 0}, "--lm_eval_limit must be >= 1, got 0"),
+    ({"lm_eval_tasks": "aclsum_mc", "lm_eval_num_fewshot": -1}, "--lm_eval_num_fewshot must be >= 0, got -1"),
+    ({"lm_eval_tasks": "aclsum_mc", "lm_eval_batch_size": 0}, "--lm_eval_batch_size must be >= 1, got 0"),
+    ({"lm_eval_tasks": "tasks/data"}, "lm-eval task folder tasks/data: no *.yaml task files"),
+])
+def test_benchmark_lm_eval_flags_are_checked(flags, message, monkeypatch):
+    from layerbench.runs.arguments import BenchmarkArguments
+    from layerbench.runs.lm_eval_step import check
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(UsageError) as info:
+        check(BenchmarkArguments(**flags))
+    assert str(info.value) == message
