@@ -55,7 +55,7 @@ def test_angular_checkpoint_on_hf_matches_layerbench_pruning(tmp_path):
     from layerbench.harness.lm import LayerbenchLM
     from layerbench.runs.benchmark_run import main
     saved = tmp_path / "angular6"
-    flags = {"prune_method": "angular", "prune_n": 6, "dtype": "float32"}
+    flags = {"prune_method": "angular", "prune_n": 6, "dtype": "float32", "calibration_samples": 8}
     argv = [f"--{k}={v}" for k, v in flags.items()]
     assert main(argv + ["--save_pruned_model", str(saved), "--num_samples", "1", "--max_steps", "2",
                         "--perplexity", "False", "--warmup", "False", "--output_dir", str(tmp_path / "logs")]) == 0
