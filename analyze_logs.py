@@ -51,8 +51,9 @@ def report(args: argparse.Namespace) -> int:
     from layerbench.analysis.output_dir import check_writable_dir
     from layerbench.analysis.paired import legend
     from layerbench.analysis.plots import plot
-    from layerbench.analysis.tables import (METRICS_COLUMNS, METRICS_DISPLAY, TIMING_COLUMNS, aggregate, load_runs,
-                                            render, write_csvs)
+    from layerbench.analysis import lm_eval_columns
+    from layerbench.analysis.tables import (CONFIG, METRICS_COLUMNS, METRICS_DISPLAY, TIMING_COLUMNS, aggregate,
+                                            load_runs, render, write_csvs)
     from layerbench.analysis.uncertainty import BootstrapConfig
     for p in args.paths:
         if not os.path.exists(p):
@@ -80,6 +81,10 @@ def report(args: argparse.Namespace) -> int:
     print(render(table, METRICS_DISPLAY if args.format in ("github", "latex") else METRICS_COLUMNS, args.format))
     print("\n## Timing\n")
     print(render(table, TIMING_COLUMNS, args.format))
+    lm_eval_table = lm_eval_columns.render(table, CONFIG + ["runs"], args.format)
+    if lm_eval_table is not None:
+        print("\n## lm-eval (value ± lm-eval stderr; change vs the matching base run ± combined stderr)\n")
+        print(lm_eval_table)
     if args.format in ("github", "latex"):
         print("\n" + legend(bootstrap))
     written = write_csvs(table, out_dir)

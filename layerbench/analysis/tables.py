@@ -19,6 +19,7 @@ from typing import Iterable
 import pandas as pd
 from tabulate import tabulate
 
+from layerbench.analysis import lm_eval_columns
 from layerbench.analysis.paired import UNPAIRED, add_paired_changes, contains_no_change, samples_path
 from layerbench.analysis.uncertainty import BootstrapConfig
 
@@ -126,7 +127,7 @@ def run_row(doc: dict) -> dict:
     for key in QUALITY + SPEED:
         if key in metrics:
             row[key] = metrics[key]
-    return row
+    return {**row, **lm_eval_columns.columns_of(doc)}
 
 
 def load_runs(paths: list[str], warn=print) -> tuple[pd.DataFrame, int]:
@@ -150,6 +151,7 @@ def aggregate(runs: pd.DataFrame, bootstrap: BootstrapConfig = BootstrapConfig()
     if runs.empty:
         return pd.DataFrame(columns=METRICS_COLUMNS)
     values = [c for c in QUALITY + SPEED if c in runs.columns]
+    values += [c for c in runs.columns if c.startswith(lm_eval_columns.PREFIX)]
     for c in values:
         runs[c] = pd.to_numeric(runs[c], errors="coerce")
     grouped = runs.groupby(CONFIG, dropna=False, sort=True)
@@ -171,6 +173,7 @@ def aggregate(runs: pd.DataFrame, bootstrap: BootstrapConfig = BootstrapConfig()
     for q in QUALITY:
         if q in table:
             table[f"{q}_change"] = table[q] - base_value(q)
+    table = lm_eval_columns.add_changes(table, base_value)
     if "samples_path" not in runs:
         return table
     return add_paired_changes(table, runs, CONFIG, BASE_KEY, CHANGE_COLUMNS, bootstrap)

@@ -61,6 +61,15 @@ class BenchmarkArguments:
                                       "same fixed-shape steps run eagerly, any device); a capture that fails or "
                                       "whose replay differs from eager falls back to eager with the reason in the "
                                       "log", names.CUDA_GRAPHS)
+    lm_eval_tasks: Optional[str] = option(None, "after the run, score the same model on lm-evaluation-harness tasks: "
+                                                "comma-separated task or group names, task folders (e.g. tasks/, "
+                                                "the offline local tasks) or YAML files; results in the run JSON "
+                                                "under lm_eval", group=LOGS)
+    lm_eval_limit: Optional[int] = option(None, "lm-eval: documents per task (default: all)", group=LOGS)
+    lm_eval_num_fewshot: Optional[int] = option(None, "lm-eval: few-shot examples (default: each task's own)",
+                                                group=LOGS)
+    lm_eval_batch_size: int = option(16, "lm-eval: requests scored together (those sharing a context prefill it "
+                                         "once)", group=LOGS)
 
 
 @dataclass

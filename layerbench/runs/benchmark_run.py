@@ -6,11 +6,13 @@ from __future__ import annotations
 import sys
 
 from layerbench.runs import distributed
+from layerbench.runs.arguments import BenchmarkArguments
 from layerbench.runs.document import finish, initial_document, peak_memory
 from layerbench.runs.folders import create_folder
 from layerbench.runs.generate import run_samples
+from layerbench.runs.lm_eval_step import task_entries
 from layerbench.runs.plan import Plan
-from layerbench.runs.prepare import prepare
+from layerbench.runs.prepare import Prepared, prepare
 from layerbench.runs.run_log import RunLog, new_run_id, write_samples_atomic
 
 
@@ -42,4 +44,16 @@ def run(plan: Plan) -> int:
     parts = distributed.gather(mine, info)
     if not info.is_main:
         return 1 if status["error"] else (130 if status["interrupted"] else 0)
+    if plan.args.benchmark.lm_eval_tasks and not any(p["status"]["error"] or p["status"]["interrupted"] for p in parts):
+        doc["lm_eval"] = score_on_lm_eval(plan.args.benchmark, prepared)
     return finish(plan, log, doc, done, parts)
+
+
+def score_on_lm_eval(b: BenchmarkArguments, prepared: Prepared) -> dict:
+    """The run JSON's `lm_eval` section: the prepared model, as generation used it, scored on
+    lm-evaluation-harness tasks (rank 0 only; layer-call counting paused)."""
+    from layerbench.harness.lm import LayerbenchLM
+    from layerbench.harness.tasks import evaluate
+    lm = LayerbenchLM(batch_size=b.lm_eval_batch_size, prepared=prepared, seed=b.seed)
+    with prepared.pruner.counting_paused():
+        return evaluate(lm, task_entries(b), b.lm_eval_limit, b.lm_eval_num_fewshot, b.seed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from layerbench.evaluation import datasets
-from layerbench.runs import resume
+from layerbench.runs import lm_eval_step, resume
 from layerbench.runs.arguments import Arguments, parse_args
 from layerbench.runs.flag_checks import check_flags
 from layerbench.runs.ranks import DistInfo
@@ -34,6 +34,7 @@ def make_plan(argv: list[str] | None, info: DistInfo) -> Plan:
     args = parse_args(argv)
     b, d = args.benchmark, args.dataset
     prune_config = check_flags(args, info)
+    lm_eval_step.check(b)
     resumed = resume.load(b.resume, args.as_dict()) if b.resume else None
     output_dir = resumed.output_dir if resumed else b.output_dir
     options = datasets.DatasetOptions(data_path=d.data_path, prompt_field=d.prompt_field,

@@ -213,6 +213,7 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     ("bench/speed.py", ["--samples", "0"], "error: argument --samples: must be >= 1, got 0"),
     ("bench/linear_kernels.py", ["--rows", "1", "x"], "error: argument --rows: invalid int value: 'x'"),
     ("bench/speed.py", ["--draft_vocabulary", "-1"], "error: argument --draft_vocabulary: must be >= 0, got -1"),
+    ("bench/lm_eval_speed.py", ["--rounds", "0"], "error: argument --rounds: must be >= 1, got 0"),
 ])
 @pytest.mark.dist
 @pytest.mark.slow
