@@ -112,7 +112,9 @@ def stop_condition(plan: Plan, loaded: LoadedModel) -> StopCondition:
     return StopCondition(stop_ids, list(g.stop_words or []), loaded.tokenizer)
 
 
-def prepare(plan: Plan) -> Prepared:
+def prepare_model(plan: Plan) -> Prepared:
+    """Everything but the prompts: the loaded and pruned model, its exit adapter and draft vocabulary, the engine
+    and the generation settings (also what generate.py runs)."""
     b, d, g = plan.args.benchmark, plan.args.dataset, plan.args.generation
     torch.manual_seed(b.seed)
     device = distributed.init(plan.info, b.device)
@@ -133,15 +135,20 @@ def prepare(plan: Plan) -> Prepared:
         pruner.report["saved_to"] = os.path.abspath(plan.args.prune.save_pruned_model)
     options = EngineOptions(linear_kernel=b.linear_kernel, attention_backend=b.attention_backend)
     engine = pruner.attach(Engine(loaded.model, options))
-    tokenizer = loaded.tokenizer
-    use_chat = datasets.use_chat_template(tokenizer, d.chat_template)
-    prompts = {s.sample_id: datasets.build_prompt(tokenizer, plan.shots + plan.template.format(input=s.input),
-                                                  use_chat) for s in plan.samples}
     generation = GenerationConfig(max_steps=g.max_steps, exit_layer=exit_layer,
                                   num_speculations=max(g.num_speculations, 0), draft_confidence=g.draft_confidence)
-    strategy = STRATEGIES[g.generation_strategy]
-    longest = max(prompts.values(), key=len)
-    graphs = prepare_graphs(b.cuda_graphs, engine, strategy, generation, longest, stop)
-    return Prepared(loaded=loaded, pruner=pruner, engine=engine, strategy=strategy, generation=generation,
-                    stop=stop, prompts=prompts, use_chat=use_chat,
-                    load_seconds=loaded.load_seconds, cuda_graphs=graphs)
+    return Prepared(loaded=loaded, pruner=pruner, engine=engine, strategy=STRATEGIES[g.generation_strategy],
+                    generation=generation, stop=stop, prompts={},
+                    use_chat=datasets.use_chat_template(loaded.tokenizer, d.chat_template),
+                    load_seconds=loaded.load_seconds)
+
+
+def prepare(plan: Plan) -> Prepared:
+    prepared = prepare_model(plan)
+    tokenizer = prepared.loaded.tokenizer
+    prepared.prompts = {s.sample_id: datasets.build_prompt(tokenizer, plan.shots + plan.template.format(input=s.input),
+                                                           prepared.use_chat) for s in plan.samples}
+    longest = max(prepared.prompts.values(), key=len)
+    prepared.cuda_graphs = prepare_graphs(plan.args.benchmark.cuda_graphs, prepared.engine, prepared.strategy,
+                                          prepared.generation, longest, prepared.stop)
+    return prepared

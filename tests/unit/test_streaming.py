@@ -1,9 +1,12 @@
 """The strategies' `on_commit` listener: what it streams is exactly the result, with kinds that add up."""
+import io
+
 import pytest
 
 from layerbench.decoding import STRATEGIES, GenerationConfig
 from layerbench.decoding.sampling import SamplingConfig, StopCondition, TokenChooser
 from layerbench.engine.engine import Engine
+from layerbench.runs.stream_printer import StreamPrinter
 from layerbench.surgery.layers import make_identity_layers
 from tests.helpers import greedy, prompt_ids, tiny_llama
 
@@ -59,3 +62,32 @@ def test_stream_stops_where_the_result_stops():
     # max_steps cuts a full round's bonus token: 1 + 5 + 4 accepted, the bonus dropped
     result, events, streamed, count = _stream(engine, 10, 3, 4)
     assert streamed == result.token_ids and len(streamed) == 10 and events[-1] == ("accepted", free[6:10])
+
+
+class _LetterTokenizer:
+    """Token i decodes to the i-th lowercase letter; token 99 is half of a multi-byte character until 100 follows."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        text = "".join("\ufffd" if i == 99 else chr(ord("a") + i) for i in ids if i != 100)
+        return text.replace("\ufffd", "é") if 100 in ids else text
+
+
+def _print(colour):
+    out = io.StringIO()
+    printer = StreamPrinter(_LetterTokenizer(), out, colour)
+    for kind, tokens in [("verified", [0]), ("accepted", [1, 2]), ("rejected", [7, 8]), ("verified", [3]),
+                         ("accepted", [99]), ("verified", [100])]:
+        printer(kind, tokens)
+    return out.getvalue(), printer
+
+
+def test_printer_writes_plain_text_when_not_colouring():
+    text, printer = _print(colour=False)
+    assert text == "abcdé" and printer.tokens == [0, 1, 2, 3, 99, 100] and printer.rejected == 2
+
+
+def test_printer_colours_accepted_drafts_and_corrections():
+    text, _ = _print(colour=True)
+    green, red, reset = "\033[32m", "\033[31m", "\033[0m"
+    # the half character is held back: the accepted token prints nothing, its completion prints as verified
+    assert text == f"a{green}bc{reset}{red}d{reset}é"
