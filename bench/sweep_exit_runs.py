@@ -26,7 +26,7 @@ from layerbench.surgery.exit_adapter import fit_exit_adapter, install_exit_adapt
 from layerbench.surgery.prune_model import PruneModel
 from speed_report import load_prompts
 from speed_runs import Stats, our_runner, run_alternating
-from sweep_exit_plot import contour
+from sweep_exit_plot import plot_sweep
 
 AUTOREGRESSIVE = "autoregressive"
 
@@ -77,14 +77,10 @@ def write(a: argparse.Namespace, rows: list[dict], doc: dict) -> dict[str, str]:
     """CSV, JSON and the two PNGs under --out; returns their paths."""
     os.makedirs(a.out, exist_ok=True)
     stem = os.path.join(a.out, f"sweep_exit_{a.exit_adapter}_{datetime.datetime.now():%Y%m%d_%H%M%S}")
-    paths = {"csv": stem + ".csv", "json": stem + ".json", "speedup_png": stem + "_speedup.png",
-             "acceptance_png": stem + "_acceptance.png"}
+    paths = {"csv": stem + ".csv", "json": stem + ".json"}
     frame = pd.DataFrame(rows)
     frame.to_csv(paths["csv"], index=False)
-    frame["confidence"] = frame["draft_confidence"].map(lambda c: "off" if pd.isna(c) else f"{c:g}")
-    adapter = f"exit adapter {a.exit_adapter}"
-    contour(frame, "speedup", f"speed-up vs autoregressive ({adapter})", paths["speedup_png"])
-    contour(frame, "acceptance", f"acceptance ({adapter})", paths["acceptance_png"])
+    paths.update(plot_sweep(frame, stem))
     doc["files"] = {k: os.path.basename(p) for k, p in paths.items()}
     with open(paths["json"], "w") as f:
         json.dump(doc, f, indent=1)
