@@ -205,8 +205,8 @@ SECTIONS = [
             "samples) do not include; bench/speed.py gives side-by-side ratios.",
             render_sweep, per_sample=True),
     Section("Exit layer x speculations (bench/sweep_exit.py)", "sweep_exit/*.json",
-            "python bench/sweep_exit.py --exit_layers 6 12 18 24 --speculations 2 4 --samples 1 --max_tokens 16 "
-            "--calibration_samples 8 [--exit_adapter linear]",
+            "python bench/sweep_exit.py --exit_layers 6 12 18 24 --speculations 2 4 6 --samples 2 --max_tokens 24 "
+            "--rounds 2 --calibration_samples 8 [--exit_adapter linear]",
             "LayerSkip's sweep: self-speculative decoding at each exit layer E and draft length d, every cell "
             "alternated with autoregressive decoding in one process on the same prompts (one file per process). "
             "The grid was sized to finish in about ten minutes on the shared 2-core CPU; speed-ups of different "
