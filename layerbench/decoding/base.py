@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -19,6 +20,15 @@ class GenerationConfig:
     exit_layer: int = -1  # engine block index E: early exit / draft with blocks [0, E); -1: the full model
     num_speculations: int = 0  # d: tokens drafted per self-speculative round
     draft_confidence: float | None = None  # stop drafting once the draft token's probability is below this
+
+
+CommitListener = Callable[[str, list[int]], None]
+"""Streaming hook of `GenerationStrategy.generate`, called in order as tokens are committed, with a kind:
+"verified" (tokens the full model chose: every autoregressive token, a correction, a bonus token), "accepted"
+(drafted tokens the full model agreed with), "rejected" (drafted tokens the full model replaced: never committed,
+reported just before the correction that takes the first one's position). The committed tokens ("verified" +
+"accepted") are exactly the result's `token_ids`, in order. When no listener is given the strategies do no extra
+work."""
 
 
 @dataclass
@@ -38,7 +48,7 @@ class GenerationStrategy(ABC):
 
     @abstractmethod
     def generate(self, engine: Engine, prompt: torch.Tensor, config: GenerationConfig, chooser: TokenChooser,
-                 stop: StopCondition) -> GenerationResult: ...
+                 stop: StopCondition, on_commit: CommitListener | None = None) -> GenerationResult: ...
 
     @abstractmethod
     def static_shapes(self, engine: Engine, config: GenerationConfig) -> list[tuple[int, int, int, bool]]:
@@ -99,6 +109,14 @@ def prefill(engine: Engine, prompt: torch.Tensor, capacity: int, last: int, choo
     token, _ = chooser.pick(tokens.prefix() if chooser.needs_prefix else None, logits[0])
     tokens.commit([token])
     return cache, tokens, token
+
+
+def kept_count(generated: list[int], start: int, max_steps: int, stop: StopCondition) -> int:
+    """How many of generated[start:] (the tokens just committed) `finish` keeps: the streamed tokens must be the
+    result's."""
+    i = stop.first_stop(generated, start)
+    end = min(i + 1 if i is not None else len(generated), max_steps)
+    return max(0, end - start)
 
 
 def finish(generated: list[int], max_steps: int, stop: StopCondition) -> tuple[list[int], bool]:

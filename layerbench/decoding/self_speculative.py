@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from layerbench.decoding.base import (Clock, GenerationConfig, GenerationResult, GenerationStrategy, TokenBuffer,
-                                      finish, prefill, token_tensor)
+from layerbench.decoding.base import (Clock, CommitListener, GenerationConfig, GenerationResult, GenerationStrategy,
+                                      TokenBuffer, finish, kept_count, prefill, token_tensor)
 from layerbench.decoding.sampling import StopCondition, TokenChooser
 from layerbench.engine.engine import DECODE, VERIFY, Engine
 from layerbench.engine.kv_cache import KVCache
@@ -31,7 +31,7 @@ class SelfSpeculative(GenerationStrategy):
 
     @torch.inference_mode()
     def generate(self, engine: Engine, prompt: torch.Tensor, config: GenerationConfig, chooser: TokenChooser,
-                 stop: StopCondition) -> GenerationResult:
+                 stop: StopCondition, on_commit: CommitListener | None = None) -> GenerationResult:
         d = config.num_speculations
         clock = Clock(engine.devices)
         t0 = clock.now()
@@ -39,25 +39,30 @@ class SelfSpeculative(GenerationStrategy):
                                        chooser)
         ttft = clock.now() - t0
         generated = [token]
+        if on_commit is not None:
+            on_commit("verified", [token])
         drafted = accepted = rounds = 0
         checked = 0  # generated[:checked] holds no stop token
         while len(generated) < config.max_steps and stop.first_stop(generated, checked) is None:
             checked = len(generated)
             k = min(d, config.max_steps - len(generated))
-            new, num_drafted, num_accepted = self._round(engine, cache, tokens, token, k, config, chooser, stop)
-            drafted += num_drafted
+            new, drafts, num_accepted = self._round(engine, cache, tokens, token, k, config, chooser, stop)
+            drafted += len(drafts)
             accepted += num_accepted
             rounds += 1
             tokens.commit(new)
             generated.extend(new)
             token = new[-1]
+            if on_commit is not None:
+                stream_round(on_commit, drafts, new, num_accepted, kept_count(generated, checked, config.max_steps,
+                                                                              stop))
         out, stopped = finish(generated, config.max_steps, stop)
         return GenerationResult(out, ttft, clock.now() - t0, drafted, accepted, rounds, stopped)
 
     def _round(self, engine: Engine, cache: KVCache, tokens: TokenBuffer, token: int, k: int,
                config: GenerationConfig, chooser: TokenChooser, stop: StopCondition) -> tuple[list[int], int, int]:
         """One draft/verify round starting from `token` (committed, not yet processed by any block).
-        Returns the tokens to commit, the number drafted and the number of drafts accepted."""
+        Returns the tokens to commit, the drafted tokens and the number of drafts accepted."""
         E, pos = config.exit_layer, tokens.n - 1
         drafts, draft_probs, exit_hidden = self._draft(engine, cache, tokens, token, k, config, chooser, stop)
         bonus = len(drafts) == k and drafts[-1] not in stop.stop_token_ids
@@ -67,7 +72,7 @@ class SelfSpeculative(GenerationStrategy):
         hidden = engine.run(cache, pos, E, engine.num_layers, hidden=torch.cat(exit_hidden, dim=1), phase=VERIFY)
         logits = engine.logits(hidden)[0]  # row i predicts the token after input i (inputs: token, drafts...)
         new, num_accepted = accept(chooser, tokens, drafts, draft_probs, logits)
-        return new, len(drafts), num_accepted
+        return new, drafts, num_accepted
 
     @staticmethod
     def _draft(engine: Engine, cache: KVCache, tokens: TokenBuffer, token: int, k: int, config: GenerationConfig,
@@ -90,6 +95,17 @@ class SelfSpeculative(GenerationStrategy):
                     draft_probability(chooser, tokens, drafts, logits, q) < config.draft_confidence:
                 break
         return drafts, draft_probs, exit_hidden
+
+
+def stream_round(on_commit: CommitListener, drafts: list[int], new: list[int], num_accepted: int, kept: int) -> None:
+    """Report one round's first `kept` committed tokens: the accepted drafts, then (when kept) the rejected
+    drafts and the full model's token after them."""
+    if kept and num_accepted:
+        on_commit("accepted", new[:min(num_accepted, kept)])
+    if kept > num_accepted:
+        if num_accepted < len(drafts):
+            on_commit("rejected", drafts[num_accepted:])
+        on_commit("verified", new[num_accepted:kept])
 
 
 def draft_probability(chooser: TokenChooser, tokens: TokenBuffer, drafts: list[int], logits: torch.Tensor,

@@ -20,6 +20,8 @@ def check_context(generation: GenerationArguments, prompts: dict[str, list[int]]
     if generation.max_steps > context:
         raise UsageError(f"--max_steps {generation.max_steps} exceeds the model's context of {context} tokens "
                          f"(max_position_embeddings)")
+    if not prompts:  # generate.py: prompts come later, one by one
+        return
     sample_id, ids = max(prompts.items(), key=lambda item: len(item[1]))
     if len(ids) >= context:
         raise UsageError(f"sample {sample_id}: its prompt has {len(ids)} tokens, the model's context is {context} "

@@ -162,7 +162,10 @@ def prompt_ids(plan: Plan, loaded: LoadedModel, use_chat: bool) -> dict[str, lis
             for s in plan.samples}
 
 
-def prepare(plan: Plan) -> Prepared:
+def prepare_model(plan: Plan) -> Prepared:
+    """Everything generation needs but the captured steps: the loaded and pruned model (checked against the
+    prompts of the plan's samples, if any), its exit adapter and draft vocabulary, the engine and the generation
+    settings (also what generate.py runs)."""
     b, d, g = plan.args.benchmark, plan.args.dataset, plan.args.generation
     torch.manual_seed(b.seed)
     loaded = load(plan)
@@ -186,9 +189,14 @@ def prepare(plan: Plan) -> Prepared:
     engine = pruner.attach(Engine(loaded.model, options))
     generation = GenerationConfig(max_steps=g.max_steps, exit_layer=exit_layer,
                                   num_speculations=max(g.num_speculations, 0), draft_confidence=g.draft_confidence)
-    strategy = STRATEGIES[g.generation_strategy]
-    longest = max(prompts.values(), key=len)
-    graphs = prepare_graphs(b.cuda_graphs, engine, strategy, generation, longest, stop)
-    return Prepared(loaded=loaded, pruner=pruner, engine=engine, strategy=strategy, generation=generation,
-                    stop=stop, prompts=prompts, use_chat=use_chat,
-                    load_seconds=loaded.load_seconds, cuda_graphs=graphs)
+    return Prepared(loaded=loaded, pruner=pruner, engine=engine, strategy=STRATEGIES[g.generation_strategy],
+                    generation=generation, stop=stop, prompts=prompts, use_chat=use_chat,
+                    load_seconds=loaded.load_seconds)
+
+
+def prepare(plan: Plan) -> Prepared:
+    prepared = prepare_model(plan)
+    longest = max(prepared.prompts.values(), key=len)
+    prepared.cuda_graphs = prepare_graphs(plan.args.benchmark.cuda_graphs, prepared.engine, prepared.strategy,
+                                          prepared.generation, longest, prepared.stop)
+    return prepared

@@ -38,3 +38,19 @@ def test_run_intervals_from_samples_or_a_note(results_doc, tmp_path):
     assert rows["base"][4:7] == ["0.5 [0.5, 0.5]", "", ""]  # no BLEU or perplexity in these runs' metrics
     assert rows["base"][7] == "10 [10, 10]"
     assert rows["random"][4] == "no per-sample values in this result"
+
+
+def test_exit_sweep_section_renders_the_grid_best_cell_and_plots(results_doc, tmp_path):
+    rows = [{"exit_layer": E, "num_speculations": d, "draft_confidence": None, "speedup": E / 10 + d / 100,
+             "acceptance": d / 10, "greedy_equal_to_autoregressive": E != 8} for E in (4, 8) for d in (2, 3)]
+    doc = {"args": {"exit_adapter": "linear", "max_tokens": 16, "rounds": 1}, "model": "m", "num_layers": 12,
+           "prompts": 1, "autoregressive_tokens_per_second": 5.0, "command": "python bench/sweep_exit.py X",
+           "rows": rows, "best": rows[3], "files": {"speedup_png": "s.png", "acceptance_png": "a.png"}}
+    os.makedirs(tmp_path / "sweep_exit")
+    with open(tmp_path / "sweep_exit" / "sweep.json", "w") as f:
+        json.dump(doc, f)
+    text = results_doc.write_section(results_doc.SECTIONS[-1], str(tmp_path))
+    assert "| off                |       2 | 0.420 | 0.820 |" in text  # speed-up, rows d, columns E = 4, 8
+    assert "| off                |       3 | 0.300 | 0.300 |" in text  # acceptance
+    assert "Best cell: E=8 d=3, speed-up 0.830, acceptance 0.300. Greedy outputs equal to autoregressive in 2/4" in text
+    assert "Command: `python bench/sweep_exit.py X`" in text and "sweep_exit/s.png)" in text
