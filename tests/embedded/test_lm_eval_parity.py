@@ -53,7 +53,7 @@ def test_angular_checkpoint_on_hf_matches_layerbench_pruning(tmp_path):
     from lm_eval.models.huggingface import HFLM
 
     from layerbench.harness.lm import LayerbenchLM
-    from layerbench.runs.benchmark_run import main
+    from layerbench.runs.cli import main
     saved = tmp_path / "angular6"
     flags = {"prune_method": "angular", "prune_n": 6, "dtype": "float32", "calibration_samples": 8}
     argv = [f"--{k}={v}" for k, v in flags.items()]
