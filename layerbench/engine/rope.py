@@ -144,6 +144,10 @@ class RotaryTable:
             self.tables = {d: self._table(length, d) for d in self.tables}
         self.pinned = True
 
+    def unpin(self) -> None:
+        """No captured step reads the tables any more: they may grow again."""
+        self.pinned = False
+
     def buffers(self) -> list[torch.Tensor]:
         return [t for pair in self.tables.values() for t in pair]
 

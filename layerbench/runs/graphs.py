@@ -26,7 +26,7 @@ def first_line(exc: BaseException) -> str:
 def fall_back(engine: Engine, reason: str) -> str:
     engine.static = None
     if engine.rotary is not None:
-        engine.rotary.pinned = False
+        engine.rotary.unpin()
     print(f"warning: CUDA graphs off ({reason}); decoding runs eagerly", file=sys.stderr)
     return f"off ({reason})"
 
@@ -53,11 +53,10 @@ def capture_checked(engine: Engine, capacity: int, shapes: list, mode: str,
 
 def prepare_graphs(requested: str, engine: Engine, strategy: GenerationStrategy, generation: GenerationConfig,
                    warmup_prompt: list[int], stop: StopCondition) -> str:
-    """`requested`: --cuda_graphs (auto, on, off, static). Returns what the log records as generation.cuda_graphs."""
+    """`requested`: --cuda_graphs (auto, on, off, static; `on` without CUDA was refused before loading). Returns
+    what the log records as generation.cuda_graphs."""
     if requested == "off" or (requested == "auto" and engine.device.type != "cuda"):
         return "off"
-    if requested == "on" and engine.device.type != "cuda":
-        raise UsageError("--cuda_graphs on needs a CUDA device")
     if engine.policy is not None:
         return "off (gated skipping decides its layers per sample; those steps run eagerly)"
     capacity = strategy.capacity(len(warmup_prompt), generation)
