@@ -170,6 +170,39 @@ def render_exit_sweep(files: list[tuple[str, dict]]) -> str:
     return "\n\n".join(out)
 
 
+def metric_cell(entry: dict, base: dict | None) -> str:
+    value, stderr = entry["value"], entry.get("stderr")
+    text = f"{value:.4g}" + (f" ± {stderr:.2g}" if stderr else "")
+    if base is not None and base is not entry:
+        text += f" ({value - base['value']:+.3g})"
+    return text
+
+
+def render_lm_eval_table(files: list[tuple[str, dict]]) -> str:
+    out = []
+    for path, doc in files:
+        rows = doc["rows"]
+        columns = [(task, metric) for task, entry in rows[0]["tasks"].items() for metric in entry["metrics"]]
+        base = next((r for r in rows if r["name"] == "base"), None)
+        body = [[r["name"], r["num_parameters"], r["prune"]["num_layers_after"],
+                 *(metric_cell(r["tasks"][t]["metrics"][m], base["tasks"][t]["metrics"][m] if base else None)
+                   for t, m in columns), f"{r['seconds']:.0f}"] for r in rows]
+        limits = ", ".join(f"{t} {n}" for t, n in doc["limits"].items())
+        out.append(f"`{os.path.basename(path)}` ({doc['model']}; documents per task: {limits}). Command: "
+                   f"`{doc['command'].strip()}`\n\n"
+                   + table(body, ["configuration", "parameters", "layers", *(f"{t} {m}" for t, m in columns),
+                                  "seconds"], floatfmt=".4g"))
+    return "\n\n".join(out)
+
+
+def render_lm_eval_speed(files: list[tuple[str, dict]]) -> str:
+    body = [[os.path.basename(p), d["documents"], d["args"]["batch_size"], f"{d['best_seconds']['hf']:.1f}",
+             f"{d['best_seconds']['layerbench']:.1f}", f"{d['ratio_layerbench_over_hf']:.3f}", d["same_perplexity"],
+             " ".join(f"{x:.1f}" for x in d["load_average_1_5_15"])] for p, d in files]
+    return table(body, ["file", "documents", "batch size", "hf s (best)", "layerbench s (best)",
+                        "layerbench / hf", "same perplexity", "load average"])
+
+
 SECTIONS = [
     Section("Speed on CPU (bench/speed.py)", "cpu/speed_*.json",
             "python bench/speed.py --samples 2 --max_tokens 40 --exit_layer 20 --num_speculations 4 --prune_n 6",
@@ -211,6 +244,20 @@ SECTIONS = [
             "alternated with autoregressive decoding in one process on the same prompts (one file per process). "
             "The grid was sized to finish in about ten minutes on the shared 2-core CPU; speed-ups of different "
             "files are not comparable beyond this machine's noise.", render_exit_sweep),
+    Section("Every configuration on the local lm-eval tasks (bench/lm_eval_table.py)", "lm_eval/table_*.json",
+            "python bench/lm_eval_table.py",
+            "lm-eval's own evaluator through the `layerbench` model, one process, on the offline tasks in tasks/ "
+            "(aclsum_mc: which of four summaries belongs to an abstract; aclsum_ppl: rolling perplexity of the "
+            "reference summaries; aclsum_summarize: greedy summaries scored by BLEU and chrF). Cells: value ± "
+            "lm-eval's stderr where lm-eval gives one (it gives none for perplexities and corpus BLEU/chrF), and "
+            "in brackets the change against the base model. Seconds are wall time including calibration, not a "
+            "speed comparison.", render_lm_eval_table),
+    Section("lm-eval rolling perplexity: layerbench vs lm-eval's hf model (bench/lm_eval_speed.py)",
+            "lm_eval/speed_*.json", "python bench/lm_eval_speed.py --rounds 3",
+            "aclsum_ppl over the 100 aclsum test references, both models in one process, runs alternated after a "
+            "warm-up; the best of the rounds. The first file ran while other jobs loaded the machine (load "
+            "average above 3); the second ran on an idle machine before the scorer batched lone requests into "
+            "padded passes, the third after.", render_lm_eval_speed),
 ]
 
 

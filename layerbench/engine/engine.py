@@ -151,18 +151,22 @@ class Engine:
         return self.placement.devices
 
 
-    def new_cache(self, capacity: int, shared: bool = True) -> KVCache:
+    def new_cache(self, capacity: int, shared: bool = True, batch: int = 1) -> KVCache:
         """A cache for one sequence of up to `capacity` positions. With static steps and `shared`, the engine's
-        own reused cache, which captured graphs keep pointing at; otherwise a private one (eager passes only)."""
+        own reused cache, which captured graphs keep pointing at; otherwise a private one (eager passes only).
+        `batch` > 1: a private cache for that many right-padded sequences, for one causal pass from position 0
+        (padding only follows real tokens, so causal attention keeps it out of every real position)."""
+        if batch > 1 and (shared or self.policy is not None):
+            raise ValueError("a batched cache is private and for passes without a layer policy")
         if self.static is not None and shared:
             return self.static.cache_for(capacity)
         if self.rotary is not None:
             self.rotary.reserve(capacity)
         return KVCache(self.num_decoder_layers, self.kv_heads, self.head_dim, capacity, self.dtype,
-                       self.cache_devices)
+                       self.cache_devices, batch=batch)
 
     def embed(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """(1, T) token ids at `positions` (T,) -> (1, T, d)."""
+        """(B, T) token ids at `positions` (T,) -> (B, T, d); B is 1 except in batched scoring."""
         hidden = F.embedding(to_device(input_ids, self.device), self.embed_weight)
         if self.embed_scale is not None:
             hidden = hidden * self.embed_scale

@@ -27,6 +27,7 @@ from layerbench.harness.scoring import Scorer
 from layerbench.runs.prepare import Prepared
 
 DEFAULT_MAX_GEN_TOKS = 256
+LONE_BATCH_TOKENS = 8192  # padded tokens per batched scoring pass: bounds its activations and logits
 
 
 def device_flag(device: str | None) -> str | None:
@@ -39,14 +40,22 @@ def device_flag(device: str | None) -> str | None:
 
 
 def batch_size_of(value) -> int:
-    """lm-eval's batch_size ("auto", "auto:N", or a number) -> requests per chunk (0: all at once; the engine
-    holds one sequence at a time, so no size can run out of memory)."""
+    """lm-eval's batch_size ("auto", "auto:N", or a number) -> requests per chunk (0: all at once; padded
+    passes are capped at LONE_BATCH_TOKENS tokens, so no size can run out of memory)."""
     text = str(value)
     if text.startswith("auto"):
         return 0
     if not text.isdigit() or int(text) < 1:
         raise UsageError(f"batch_size must be a positive integer or auto, got {value!r}")
     return int(text)
+
+
+def worth_sharing(context: int, continuations: list[int]) -> bool:
+    """Prefill a shared context once (then one pass per continuation) when that saves at least half of the
+    tokens the group would otherwise run: true for multiple-choice questions, false for rolling windows, whose
+    shared context is the one prefix token."""
+    alone = len(continuations) * context + sum(continuations)
+    return (len(continuations) - 1) * context * 2 >= alone
 
 
 @register_model("layerbench")
@@ -114,16 +123,38 @@ class LayerbenchLM(TemplateLM):
         results = []
         bar = tqdm(total=len(requests), disable=disable_tqdm, desc="layerbench loglikelihood")
         for chunk in order.get_batched(n=self.batch_size_per_chunk):
-            for context, members in groupby(chunk, key=lambda i: split[i][0]):
-                continuations = [split[i][1] for i in members]
-                results += self.scorer.score_group(list(context), continuations)
-                bar.update(len(continuations))
+            results += self._score_chunk([split[i] for i in chunk])
+            bar.update(len(chunk))
         bar.close()
         answers = order.get_original(results)
         for (key, _, _), answer in zip(requests, answers):
             if key is not None and key[0] is not None:
                 self.cache_hook.add_partial("loglikelihood", key, answer)
         return answers
+
+    def _score_chunk(self, chunk: list[tuple[tuple[int, ...], list[int]]]) -> list[tuple[float, bool]]:
+        """Scores of one chunk, in order: requests sharing a context prefill it once where that is worth it;
+        without a layer policy the others run together in padded passes of at most `LONE_BATCH_TOKENS` tokens."""
+        groups = [(context, [continuation for _, continuation in members])
+                  for context, members in groupby(chunk, key=lambda request: request[0])]
+        results, pending = [], []
+        for context, continuations in groups:
+            if self.engine.policy is None and not worth_sharing(len(context), list(map(len, continuations))):
+                pending += [(list(context), continuation) for continuation in continuations]
+                continue
+            results += self._flush(pending) + self.scorer.score_group(list(context), continuations)
+            pending = []
+        return results + self._flush(pending)
+
+    def _flush(self, pending: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """Score lone requests (sorted longest first) in padded passes of at most LONE_BATCH_TOKENS tokens."""
+        scores, start = [], 0
+        while start < len(pending):
+            width = len(pending[start][0]) + len(pending[start][1])
+            rows = max(1, min(len(pending) - start, LONE_BATCH_TOKENS // max(width, 1)))
+            scores += self.scorer.score_lone(pending[start:start + rows])
+            start += rows
+        return scores
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         windows, owners = [], []

@@ -1,12 +1,13 @@
 """Log-likelihoods of continuations through the engine: the (pruned) model's full forward, or blocks [0, E) +
 exit adapter + head when early exit is chosen.
 
-The engine runs one sequence at a time, so a batch of requests is scored by sharing work instead of padding:
-requests whose (truncated) contexts are equal prefill that context ONCE into a KV cache, and each continuation
-then runs over the positions after it (overwriting the previous continuation's). Without a layer policy a lone
-request runs as one causal pass. With gated skipping the context is the prefill (which measures the layers'
-temperatures) and the continuation is a decode pass (which skips), the protocol of the benchmark's reference
-perplexity.
+A batch of requests is scored in two ways. Requests whose (truncated) contexts are equal prefill that context ONCE
+into a KV cache, and each continuation then runs over the positions after it (overwriting the previous
+continuation's). Requests with a context of their own (rolling-perplexity windows, most loglikelihood requests
+without a layer policy) run together as ONE causal pass over their right-padded concatenations, the way lm-eval's
+hf model pads a batch: padding only follows real tokens, so causal attention keeps it out of every real position.
+With gated skipping the context is the prefill (which measures the layers' temperatures, per sequence) and the
+continuation is a decode pass (which skips), the protocol of the benchmark's reference perplexity.
 """
 from __future__ import annotations
 
@@ -38,20 +39,37 @@ class Scorer:
 
     def _score(self, hidden: torch.Tensor, continuation: list[int]) -> tuple[float, bool]:
         """(sum of log-probabilities of `continuation`, whether each token is the argmax) from the hidden
-        states at the positions that predict it."""
+        states (1, len(continuation), d) at the positions that predict it."""
         logits = self._logits(hidden)[0].float()
         target = torch.tensor(continuation, device=logits.device)
-        logprobs = F.log_softmax(logits, dim=-1).gather(1, target[:, None])
-        return float(logprobs.sum()), bool((logits.argmax(-1) == target).all())
+        picked = logits.gather(1, target[:, None])[:, 0]
+        logprob = float((picked - torch.logsumexp(logits, dim=-1)).sum())  # log_softmax without its (T, V) copy
+        return logprob, bool((logits.argmax(-1) == target).all())
+
+    @torch.inference_mode()
+    def score_lone(self, requests: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """Score (context, continuation) pairs in one padded causal pass (no layer policy)."""
+        if self.engine.policy is not None:
+            raise ValueError("a layer policy decides per sequence: score these requests one at a time")
+        wholes = [context + continuation[:-1] for context, continuation in requests]
+        width = max(map(len, wholes))
+        ids = torch.zeros(len(wholes), width, dtype=torch.long, device=self.engine.device)
+        for row, whole in enumerate(wholes):
+            ids[row, :len(whole)] = torch.tensor(whole, device=ids.device)
+        cache = self.engine.new_cache(width, shared=False, batch=len(wholes))
+        hidden = self.engine.run(cache, 0, 0, self.last_block, input_ids=ids, phase=PREFILL)
+        scores = []
+        for row, (context, continuation) in enumerate(requests):
+            n = len(context)
+            scores.append(self._score(hidden[row:row + 1, n - 1:n - 1 + len(continuation)], continuation))
+        return scores
 
     @torch.inference_mode()
     def score_group(self, context: list[int], continuations: list[list[int]]) -> list[tuple[float, bool]]:
         """Score every continuation after one shared, non-empty context."""
         engine, n = self.engine, len(context)
         if engine.policy is None and len(continuations) == 1:
-            whole = context + continuations[0][:-1]
-            cache = engine.new_cache(len(whole), shared=False)
-            return [self._score(self._hidden(cache, 0, whole, PREFILL)[:, n - 1:], continuations[0])]
+            return self.score_lone([(context, continuations[0])])
         cache = engine.new_cache(n + max(map(len, continuations)), shared=False)
         after_context = self._hidden(cache, 0, context, PREFILL)[:, -1:]
         scores = []

@@ -133,3 +133,26 @@ def test_gpt2_upcast_attention_outside_float32_is_refused():
     model = build("gpt2_upcast_attention").to(torch.bfloat16)
     with pytest.raises(UsageError, match="reorder_and_upcast_attn=True in bfloat16: .*--dtype float32"):
         Engine(model)
+
+
+@pytest.mark.parametrize("name", ["llama", "mistral_window", "gemma2_window_softcap", "gpt2"])
+def test_padded_batch_scoring_equals_one_sequence_at_a_time(name):
+    """lm-eval requests of different lengths scored in one right-padded pass (windows, soft-capping and learned
+    positions included) give the log-likelihoods of scoring each alone, and HF's."""
+    from layerbench.harness.scoring import Scorer
+    model = build(name)
+    scorer = Scorer(Engine(model))
+    requests = [(prompt_ids(4, 1, VOCAB)[0].tolist(), prompt_ids(5, 30, VOCAB)[0].tolist()),
+                (prompt_ids(6, 12, VOCAB)[0].tolist(), prompt_ids(7, 3, VOCAB)[0].tolist()),
+                (prompt_ids(8, 2, VOCAB)[0].tolist(), prompt_ids(9, 1, VOCAB)[0].tolist())]
+    batched = scorer.score_lone(requests)
+    alone = [scorer.score_lone([request])[0] for request in requests]
+    with torch.no_grad():
+        expected = []
+        for context, continuation in requests:
+            logits = model(torch.tensor([context + continuation])).logits[0, len(context) - 1:-1]
+            target = torch.tensor(continuation)
+            expected.append(float(torch.log_softmax(logits, -1).gather(1, target[:, None]).sum()))
+    assert [b[0] for b in batched] == pytest.approx([a[0] for a in alone], abs=1e-4)
+    assert [b[1] for b in batched] == [a[1] for a in alone]
+    assert [b[0] for b in batched] == pytest.approx(expected, abs=1e-3)

@@ -117,3 +117,10 @@ def test_benchmark_lm_eval_flags_are_checked(flags, message, monkeypatch):
     with pytest.raises(UsageError) as info:
         check(BenchmarkArguments(**flags))
     assert str(info.value) == message
+
+
+def test_a_shared_context_is_prefilled_once_only_where_that_pays():
+    from layerbench.harness.lm import worth_sharing
+    assert worth_sharing(300, [40, 52, 47, 39])  # a multiple-choice question
+    assert not worth_sharing(1, [150, 210, 90])  # rolling windows after the one prefix token
+    assert not worth_sharing(20, [200])  # nothing to share

@@ -49,8 +49,29 @@ def test_exit_sweep_section_renders_the_grid_best_cell_and_plots(results_doc, tm
     os.makedirs(tmp_path / "sweep_exit")
     with open(tmp_path / "sweep_exit" / "sweep.json", "w") as f:
         json.dump(doc, f)
-    text = results_doc.write_section(results_doc.SECTIONS[-1], str(tmp_path))
+    text = results_doc.write_section(section_of(results_doc, 'sweep_exit/*.json'), str(tmp_path))
     assert "| off                |       2 | 0.420 | 0.820 |" in text  # speed-up, rows d, columns E = 4, 8
     assert "| off                |       3 | 0.300 | 0.300 |" in text  # acceptance
     assert "Best cell: E=8 d=3, speed-up 0.830, acceptance 0.300. Greedy outputs equal to autoregressive in 2/4" in text
     assert "Command: `python bench/sweep_exit.py X`" in text and "sweep_exit/s.png)" in text
+
+
+def section_of(module, pattern: str):
+    return next(s for s in module.SECTIONS if s.pattern == pattern)
+
+
+def test_lm_eval_table_shows_each_configuration_with_its_change_against_base(results_doc, tmp_path):
+    def row(name, acc, ppl):
+        return {"name": name, "model_args": {}, "seconds": 12.0, "num_parameters": 100, "prune": {"num_layers_after": 30},
+                "tasks": {"aclsum_mc": {"metrics": {"acc": {"value": acc, "stderr": 0.05}}},
+                          "aclsum_ppl": {"metrics": {"word_perplexity": {"value": ppl, "stderr": None}}}}}
+    doc = {"command": "python bench/lm_eval_table.py", "limits": {"aclsum_mc": 50, "aclsum_ppl": 100},
+           "model": "m", "rows": [row("base", 0.5, 300.0), row("angular n=6", 0.25, 450.0)]}
+    os.makedirs(tmp_path / "lm_eval")
+    with open(tmp_path / "lm_eval" / "table_1.json", "w") as f:
+        json.dump(doc, f)
+    text = results_doc.write_section(section_of(results_doc, "lm_eval/table_*.json"), str(tmp_path))
+    lines = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+             for line in text.splitlines() if line.startswith("| ") and "configuration" not in line}
+    assert lines["angular n=6"] == ["100", "30", "0.25 ± 0.05 (-0.25)", "450 (+150)", "12"]
+    assert lines["base"] == ["100", "30", "0.5 ± 0.05", "300", "12"]
