@@ -6,6 +6,7 @@ skipping to a loaded Hugging Face model and reports exactly what it did (see lay
 """
 from layerbench.surgery.calibration import Calibration
 from layerbench.surgery.config import PruneConfig, validate_config
-from layerbench.surgery.prune_model import PRUNE_METHODS, PruneModel
+from layerbench.surgery.methods import PRUNE_METHODS
+from layerbench.surgery.prune_model import PruneModel
 
 __all__ = ["Calibration", "PRUNE_METHODS", "PruneConfig", "PruneModel", "validate_config"]

@@ -15,6 +15,7 @@ import pandas as pd
 from layerbench.analysis.metric_components import FIXED_METRICS, RunMetric, columns, mean_of
 from layerbench.analysis.uncertainty import NO_CHANGE, BootstrapConfig, Interval, paired_change
 from layerbench.runs.run_log import read_samples
+from layerbench.surgery.methods import BASELINE
 
 UNPAIRED = "unpaired"
 
@@ -99,7 +100,7 @@ def add_paired_changes(table: pd.DataFrame, runs: pd.DataFrame, keys: list[str],
     paths: dict[tuple, list] = {}
     for _, r in runs.iterrows():
         paths.setdefault(tuple(r[keys]), []).append(r.get("samples_path"))
-    bases = {tuple(r[base_keys]): tuple(r[keys]) for _, r in table.iterrows() if r["approach"] == "base"}
+    bases = {tuple(r[base_keys]): tuple(r[keys]) for _, r in table.iterrows() if r["approach"] == BASELINE}
     cache: dict[str, list[dict]] = {}
     table = table.copy()
     table["pairing"] = ""
@@ -108,7 +109,7 @@ def add_paired_changes(table: pd.DataFrame, runs: pd.DataFrame, keys: list[str],
         table[f"{column}_ci_high"] = math.nan
     for i, r in table.iterrows():
         base_key = bases.get(tuple(r[base_keys]))
-        if r["approach"] == "base":
+        if r["approach"] == BASELINE:
             continue
         if base_key is None:
             table.at[i, "pairing"] = "no base run"

@@ -5,6 +5,8 @@ import os
 
 import pandas as pd
 
+from layerbench.surgery.methods import BASELINE
+
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of points not dominated in (x up, y up)."""
@@ -51,7 +53,7 @@ def plot(table: pd.DataFrame, out_dir: str) -> list[str]:
     if not sub.empty:
         fig, ax = plt.subplots(figsize=(8, 4.5))
         labels = [f"{r.dataset}\n{r.approach} {r.param}\n{r.strategy}" for r in sub.itertuples()]
-        colors = ["tab:gray" if a == "base" else "tab:blue" for a in sub["approach"]]
+        colors = ["tab:gray" if a == BASELINE else "tab:blue" for a in sub["approach"]]
         yerr = None
         if "speedup_ci_low" in sub:  # paired-bootstrap 95% intervals (none for unpaired rows)
             yerr = [(sub["speedup"] - sub["speedup_ci_low"]).fillna(0), (sub["speedup_ci_high"] - sub["speedup"]).fillna(0)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Iterable
+from typing import Callable, Iterable
 
 import pandas as pd
 from tabulate import tabulate
@@ -22,7 +22,8 @@ from tabulate import tabulate
 from layerbench.analysis import lm_eval_columns
 from layerbench.analysis.paired import UNPAIRED, add_paired_changes, contains_no_change, samples_path
 from layerbench.analysis.uncertainty import BootstrapConfig
-
+from layerbench.surgery.method import PruneMethod
+from layerbench.surgery.methods import BASELINE, PRUNE_METHODS
 
 CONFIG = ["dataset", "model", "strategy", "approach", "param", "exit_layer", "num_speculations", "samples"]
 BASE_KEY = ["dataset", "model", "strategy", "exit_layer", "num_speculations", "samples"]
@@ -44,27 +45,30 @@ def _stand_in(p: dict) -> str:
     return f",stand_in={p['stand_in']}" if p.get("stand_in", "none") != "none" else ""
 
 
-# approach -> how its parameter is written in the tables
-PARAM_FORMATS = {
-    "base": lambda p: "",
-    "angular": lambda p: f"n={p.get('prune_n')}" + _stand_in(p),
-    "random": lambda p: f"p={p.get('dropout_threshold')},seed={p.get('prune_seed')}" + _stand_in(p),
-    "lowrank": lambda p: (f"r={p['compression_rank']}" if p.get("compression_rank") else f"rho={p.get('compression_ratio')}")
-    + f",{p.get('lowrank_method', 'svd')}",
-    "gated": lambda p: f"thr={p.get('skip_threshold')},compute={p.get('available_compute')}",
-    "exit_adapter": lambda p: p.get("exit_adapter", "") + (f",confidence={p['draft_confidence']}"
-                                                           if p.get("draft_confidence") is not None else "")
-    + (f",vocabulary={p['draft_vocabulary']}" if p.get("draft_vocabulary") is not None else ""),
-}
+def _exit_adapter(p: dict) -> str:
+    return (p.get("exit_adapter", "") + (f",confidence={p['draft_confidence']}" if p.get("draft_confidence") is not None
+                                         else "")
+            + (f",vocabulary={p['draft_vocabulary']}" if p.get("draft_vocabulary") is not None else ""))
+
+
+def _method_label(method: PruneMethod) -> Callable[[dict], str]:
+    if method.removes_layers:
+        return lambda p: method.label(p) + _stand_in(p)
+    return method.label
+
+
+# approach -> how its parameter is written in the tables: each method's own label, and the exit-adapter approach
+PARAM_FORMATS: dict[str, Callable[[dict], str]] = {
+    **{name: _method_label(method) for name, method in PRUNE_METHODS.items()}, "exit_adapter": _exit_adapter}
 
 
 def approach_of(args: dict, prune: dict) -> str:
     """The prune method; a base model whose drafts or exits go through an exit adapter, or stop early by
     confidence, is its own approach (so it is compared with the plain base, not mistaken for it)."""
-    method = prune.get("method", args.get("prune_method", "base"))
+    method = prune.get("method", args.get("prune_method", BASELINE))
     extras = (args.get("exit_adapter", "none") != "none" or args.get("draft_confidence") is not None
               or args.get("draft_vocabulary") is not None)
-    return "exit_adapter" if method == "base" and extras else method
+    return "exit_adapter" if method == BASELINE and extras else method
 
 
 class Skip(Exception):
@@ -160,7 +164,7 @@ def aggregate(runs: pd.DataFrame, bootstrap: BootstrapConfig = BootstrapConfig()
     table = table.join(std)
     table["runs"] = grouped.size()
     table = table.reset_index()
-    base = table[table["approach"] == "base"].set_index(BASE_KEY)
+    base = table[table["approach"] == BASELINE].set_index(BASE_KEY)
     keys = table[BASE_KEY].apply(tuple, axis=1)
 
     def base_value(column: str) -> pd.Series:

@@ -4,14 +4,16 @@ The checks of flag values live in `layerbench.runs.flag_checks`."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass
+import typing
+from dataclasses import asdict, dataclass, fields, make_dataclass
 from typing import Optional
 
 from layerbench import names
 from layerbench.errors import OneLineErrors
 from layerbench.evaluation.datasets import DATASETS
-from layerbench.runs.dataclass_flags import add_dataclass_flags, build_dataclasses, option
-from layerbench.surgery.config import LOWRANK_METHODS, METHODS, STAND_INS
+from layerbench.flags import add_dataclass_flags, build_dataclasses, option
+from layerbench.surgery.config import STAND_INS, copy_field, method_fields
+from layerbench.surgery.methods import BASELINE, PRUNE_METHODS
 
 EXIT_ADAPTERS = names.EXIT_ADAPTERS
 
@@ -21,7 +23,8 @@ GROUPS = {  # help sections, in the order of the README's tables
     ENGINE: None,
     DATA: None,
     GENERATION: None,
-    PRUNING: "--prune_method chooses one; each method's own flags are refused with another method",
+    PRUNING: "--prune_method chooses one (layerbench/surgery/methods/, one file each); each method's own flags "
+             "are refused with another method",
     LOGS: None,
     DISTRIBUTED: "run `torchrun --nproc_per_node N benchmark.py ...` for data parallelism: ranks split the samples",
 }
@@ -114,12 +117,16 @@ class GenerationArguments:
 
 
 @dataclass
-class PruneArguments:
-    prune_method: str = option("base", "what to do to the model before generating", METHODS)
-    prune_n: Optional[int] = option(None, "angular: number of consecutive layers to remove")
-    dropout_threshold: Optional[float] = option(None, "random: drop probability per layer, in [0, 1)")
-    prune_seed: Optional[int] = option(None, "random: RNG seed (default: --seed)")
-    protected_layers: Optional[list[int]] = option(None, "random: layers never dropped")
+class PruneChoice:
+    prune_method: str = option(BASELINE, "what to do to the model before generating: "
+                                       + "; ".join(f"{m.name}: {m.summary}" for m in PRUNE_METHODS.values()),
+                               tuple(PRUNE_METHODS))
+
+
+@dataclass
+class SharedPruneArguments:
+    stand_in: str = option("none", "methods that remove layers: replace each removed run of layers by a linear map "
+                                   "fitted on calibration text", STAND_INS)
     calibration_dataset: Optional[str] = option(None, "calibration text (default: the train split of --dataset, "
                                                       "else aclsum's)", tuple(DATASETS))
     calibration_samples: int = option(32, "calibration sequences")
@@ -129,20 +136,36 @@ class PruneArguments:
                                                "is kept in the cache folder ($LAYERBENCH_CACHE or "
                                                "~/.cache/layerbench) per model, calibration text and settings")
     save_pruned_model: Optional[str] = option(None, "folder to write the pruned model to as a standard checkpoint "
-                                                    "(base, angular, random without stand-ins)")
-    compression_rank: Optional[int] = option(None, "lowrank: rank r of every factorized matrix (or "
-                                                   "--compression_ratio)")
-    compression_ratio: Optional[float] = option(None, "lowrank: kept-parameter fraction per matrix, in (0, 1] (or "
-                                                      "--compression_rank)")
-    lowrank_method: str = option("svd", "lowrank: factorization (asvd scales columns by activations first)",
-                                 LOWRANK_METHODS)
-    hot_path: Optional[list[int]] = option(None, "lowrank/gated: layers never compressed or skipped (default: first "
-                                                 "two and last)")
-    skip_threshold: float = option(0.1, "gated: skip cold layers whose temperature (arccos(cos(in, out))/pi at the "
-                                        "last prompt token) is below this")
-    available_compute: float = option(1.0, "gated: at most ceil(c x L) layers run per decode step, c in (0, 1]")
-    stand_in: str = option("none", "angular/random: replace each removed run of layers by a linear map fitted on "
-                                   "calibration text", STAND_INS)
+                                                    "(methods whose result one can describe, without stand-ins)")
+
+
+def method_flag_owners() -> dict[str, tuple[str, ...]]:
+    """Each flag a method owns -> the methods it applies to (--stand_in: every method that removes layers)."""
+    owners = {name: methods for name, (_, _, methods) in method_fields(PRUNE_METHODS.values()).items()}
+    owners["stand_in"] = tuple(m.name for m in PRUNE_METHODS.values() if m.removes_layers)
+    return owners
+
+
+def owned_help(helps: dict[str, str]) -> str:
+    """A method flag's help, prefixed with the methods it applies to ("lowrank/gated: ..."), or each method's own
+    ("angular: ...; block_influence: ...") where they differ."""
+    if len(set(helps.values())) == 1:
+        return f"{'/'.join(helps)}: {next(iter(helps.values()))}"
+    return "; ".join(f"{method}: {text}" for method, text in helps.items())
+
+
+def _prune_arguments() -> type:
+    """--prune_method, each method's own flags (help prefixed with the methods they apply to), the shared ones."""
+    def copied(cls: type) -> list:
+        hints = typing.get_type_hints(cls)
+        return [(f.name, hints[f.name], copy_field(f)) for f in fields(cls)]
+    options = [(name, kind, copy_field(f, help=owned_help(helps)))
+               for name, (kind, f, helps) in method_fields(PRUNE_METHODS.values()).items()]
+    return make_dataclass("PruneArguments", copied(PruneChoice) + options + copied(SharedPruneArguments),
+                          namespace={"__module__": __name__})
+
+
+PruneArguments = _prune_arguments()
 
 
 ALL_ARGUMENTS = (BenchmarkArguments, DatasetArguments, GenerationArguments, PruneArguments)

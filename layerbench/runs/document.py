@@ -37,7 +37,7 @@ def initial_document(plan: Plan, prepared: Prepared, run_id: str, log: RunLog) -
         "model": {"name": prepared.loaded.name, "source": prepared.loaded.source,
                   "model_type": model.config.model_type, "dtype": str(engine.dtype),
                   "stored_dtype": prepared.loaded.stored_dtype,
-                  "num_layers": pruner.num_layers, "num_layers_original": pruner.num_layers_original,
+                  "num_layers": pruner.num_decoder_layers, "num_layers_original": pruner.num_layers_original,
                   "num_parameters": pruner.report["num_parameters_after"],
                   "num_parameters_original": pruner.num_parameters_original,
                   "num_bytes": pruner.num_bytes(), "num_bytes_original": pruner.num_bytes_original,

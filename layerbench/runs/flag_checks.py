@@ -6,27 +6,21 @@ from __future__ import annotations
 import re
 from dataclasses import fields
 
+from layerbench import names
 from layerbench.errors import UsageError
 from layerbench.models.device_map import parse_device_map, parse_max_memory
 from layerbench.models.folder import check_model_folder
 from layerbench.runs.arguments import (Arguments, BenchmarkArguments, DatasetArguments, GenerationArguments,
-                                       PruneArguments)
+                                       method_flag_owners)
 from layerbench.runs.folders import check_writable_folder
 from layerbench.runs.ranks import DistInfo
-from layerbench.surgery.config import PruneConfig, validate_config
+from layerbench.surgery.config import PruneConfig, method_of, validate_config
+from layerbench.surgery.methods import PRUNE_METHODS
 
 MAX_RESAMPLES = 100_000
 SEED_RANGE = (0, 2**32 - 1)  # what numpy, torch and random all accept
 TEMPLATE_FIELD = re.compile(r"\{([A-Za-z_]\w*)\}")  # {name}; other braces (JSON, code) are literal text
 
-# flag -> the values of the choosing flag it applies to; given with another value (not left at its default), the
-# flag is refused rather than silently ignored
-PRUNE_METHOD_FLAGS = {
-    "prune_n": ("angular",), "dropout_threshold": ("random",), "prune_seed": ("random",),
-    "protected_layers": ("random",), "compression_rank": ("lowrank",), "compression_ratio": ("lowrank",),
-    "lowrank_method": ("lowrank",), "hot_path": ("lowrank", "gated"), "skip_threshold": ("gated",),
-    "available_compute": ("gated",), "stand_in": ("angular", "random"),
-}
 DATASET_FLAGS = {"data_path": ("custom_jsonl",), "prompt_field": ("custom_jsonl",),
                  "response_field": ("custom_jsonl",)}
 
@@ -95,21 +89,15 @@ def validate_dataset(dataset: DatasetArguments) -> None:
     check_applies(d, DATASET_FLAGS, d.dataset, "--dataset")
 
 
-def prune_config(prune: PruneArguments, seed: int) -> PruneConfig:
-    """The PruneModel configuration from the flags, checked before any model is loaded."""
-    p = prune
-    check_applies(p, PRUNE_METHOD_FLAGS, p.prune_method, "--prune_method")
-    if p.compression_rank is not None and p.compression_ratio is not None:
-        raise UsageError("--compression_rank and --compression_ratio are alternatives; give one")
-    check_seed(p.prune_seed, "--prune_seed")
-    config = PruneConfig(
-        method=p.prune_method, prune_n=p.prune_n, dropout_threshold=p.dropout_threshold,
-        prune_seed=p.prune_seed if p.prune_seed is not None else seed,
-        protected_layers=p.protected_layers or [], calibration_samples=p.calibration_samples,
-        calibration_max_length=p.calibration_max_length, compression_rank=p.compression_rank,
-        compression_ratio=p.compression_ratio, lowrank_method=p.lowrank_method, hot_path=p.hot_path,
-        skip_threshold=p.skip_threshold, available_compute=p.available_compute, stand_in=p.stand_in,
-        keep_originals=False)
+def prune_config(prune, seed: int) -> PruneConfig:
+    """The PruneModel configuration from the flags (those of every method, plus the shared ones), checked before
+    any model is loaded; the random seed defaults to --seed."""
+    check_applies(prune, method_flag_owners(), prune.prune_method, "--prune_method")
+    check_seed(prune.prune_seed, "--prune_seed")
+    values = {f.name: getattr(prune, f.name) for f in fields(PruneConfig) if hasattr(prune, f.name)}
+    values.update(method=prune.prune_method, keep_originals=False,
+                  prune_seed=prune.prune_seed if prune.prune_seed is not None else seed)
+    config = PruneConfig(**values)
     validate_config(config)
     return config
 
@@ -131,10 +119,11 @@ def check_placement_and_logs(b: BenchmarkArguments, info: DistInfo) -> None:
 def validate_combinations(args: Arguments, info: DistInfo) -> None:
     b, d, g, p = args.benchmark, args.dataset, args.generation, args.prune
     check_seed(b.seed, "--seed")
-    if p.prune_method == "gated" and g.generation_strategy == "self_speculative":
-        raise UsageError("--prune_method gated cannot be combined with --generation_strategy self_speculative: "
-                         "its skip set is decided per sequence at prefill, and a skipped layer has no KV for the "
-                         "verification pass to reuse")
+    method = method_of(p)
+    if method.per_sequence and g.generation_strategy in names.SPECULATIVE_STRATEGIES:
+        raise UsageError(f"--prune_method {method.name} cannot be combined with --generation_strategy "
+                         f"{g.generation_strategy}: its skip set is decided per sequence at prefill, and a skipped "
+                         "layer has no KV for the verification pass to reuse")
     if b.cuda_graphs == "on" and b.device == "cpu":
         raise UsageError("--cuda_graphs on needs a CUDA device, not --device cpu")
     if b.execute_code and d.dataset != "human_eval":
@@ -142,10 +131,11 @@ def validate_combinations(args: Arguments, info: DistInfo) -> None:
     if b.execution_timeout <= 0:
         raise UsageError(f"--execution_timeout must be > 0, got {b.execution_timeout}")
     check_placement_and_logs(b, info)
-    if p.save_pruned_model and (p.prune_method in ("lowrank", "gated") or p.stand_in != "none"
+    if p.save_pruned_model and (not method.saveable or p.stand_in != "none"
                                 or g.exit_adapter != "none" or g.draft_vocabulary is not None):
+        saveable = ", ".join(m.name for m in PRUNE_METHODS.values() if m.saveable)
         raise UsageError("--save_pruned_model writes standard HF checkpoints, which cannot describe factorized, "
-                         "gated, stand-in or exit-adapter modules; it supports base, angular and random")
+                         f"gated, stand-in or exit-adapter modules; it supports {saveable}")
     if p.save_pruned_model:
         check_writable_folder(p.save_pruned_model, "--save_pruned_model")
     if not b.resume:

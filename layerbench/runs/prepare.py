@@ -107,7 +107,7 @@ def mapped_exit_layer(plan: Plan, pruner: PruneModel) -> int:
         raise UsageError(f"--exit_layer {g.exit_layer}: every layer below it was pruned; the draft would be empty")
     if g.generation_strategy == "self_speculative" and exit_layer >= pruner.num_blocks:
         raise UsageError(f"--exit_layer {g.exit_layer}: every layer from it on was pruned, so the draft would be "
-                         f"the whole {pruner.num_layers}-layer model")
+                         f"the whole {pruner.num_decoder_layers}-layer model")
     if g.exit_adapter != "none" and exit_layer >= pruner.num_blocks:
         raise UsageError(f"--exit_layer {g.exit_layer}: every layer from it on was pruned; an exit adapter there "
                          f"would have nothing to adapt")

@@ -11,6 +11,7 @@ from tabulate import tabulate
 from layerbench.analysis.paired import change, metric_named, pairing, read_records
 from layerbench.analysis.tables import BASE_KEY, load_runs, run_row
 from layerbench.analysis.uncertainty import NO_CHANGE, BootstrapConfig, Interval
+from layerbench.surgery.methods import BASELINE
 
 ROWS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "sentence_bleu", "corpus_bleu", "exact_match", "edit_distance",
         "pass@1", "perplexity", "tokens_per_second", "decode_tokens_per_second", "time_to_first_token",
@@ -22,13 +23,13 @@ def base_runs(doc: dict, path: str) -> tuple[list[list[dict]] | None, str]:
     """Per-sample records of every base run in the run's folder that matches it, and a line saying what the
     change column compares with (None: nothing to compare with)."""
     row = run_row(doc)
-    if row["approach"] == "base":
+    if row["approach"] == BASELINE:
         return None, "change vs base: this is a base run"
     folder = os.path.dirname(path) or "."
     runs, _ = load_runs([folder], warn=lambda m: None)
     key = tuple(row[k] for k in BASE_KEY)
     matches = [] if runs.empty else [r for _, r in runs.iterrows()
-                                     if r["approach"] == "base" and tuple(r[k] for k in BASE_KEY) == key]
+                                     if r["approach"] == BASELINE and tuple(r[k] for k in BASE_KEY) == key]
     if not matches:
         return None, f"change vs base: no matching base run in {folder}"
     if any(not isinstance(r["samples_path"], str) for r in matches):

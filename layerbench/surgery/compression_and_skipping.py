@@ -10,13 +10,14 @@ from torch import nn
 from layerbench.engine.engine import PREFILL, Engine
 from layerbench.errors import UsageError
 from layerbench.surgery.calibration_cache import value_digest
-from layerbench.surgery.config import check_gate_values, check_lowrank_values
+from layerbench.surgery.methods.gated import check_gate_values
+from layerbench.surgery.methods.lowrank import check_lowrank_values
 from layerbench.surgery.gating import Gate, GatedLayer
 from layerbench.surgery.lowrank import LowRankCompressor, LowRankPlan
 
 
 class CompressionAndSkipping:
-    """Mixin: expects `model`, `family`, `config`, `report`, `num_layers`, `decided`, `surgery`,
+    """Mixin: expects `model`, `family`, `config`, `report`, `num_decoder_layers`, `decided`, `surgery`,
     `layer_modules()`, `calibration_sequences()` and `calibrated()` from PruneModel."""
 
     def __init__(self) -> None:
@@ -26,18 +27,18 @@ class CompressionAndSkipping:
         self._base_threshold: float | None = None
 
     def hot_path(self) -> list[int]:
-        hot = self.config.hot_path if self.config.hot_path is not None else [0, 1, self.num_layers - 1]
-        bad = sorted(i for i in hot if not 0 <= i < self.num_layers)
+        hot = self.config.hot_path if self.config.hot_path is not None else [0, 1, self.num_decoder_layers - 1]
+        bad = sorted(i for i in hot if not 0 <= i < self.num_decoder_layers)
         if bad:
-            raise UsageError(f"--hot_path {bad} out of range [0, {self.num_layers})")
+            raise UsageError(f"--hot_path {bad} out of range [0, {self.num_decoder_layers})")
         return sorted(set(hot))
 
     def apply_low_rank_factorization(self, rank: int | None = None, ratio: float | None = None,
                                      method: str | None = None) -> dict:
         """Factorize every targeted linear map of the cold layers. Rank from `rank`, else `ratio` (kept-parameter
         fraction per matrix), else the config. Always starts from the original dense weights."""
-        rank = rank if rank is not None else (None if ratio is not None else self.config.compression_rank)
-        ratio = ratio if ratio is not None else self.config.compression_ratio
+        if rank is None and ratio is None:
+            rank, ratio = self.config.compression_rank, self.config.compression_ratio
         method = method or self.config.lowrank_method
         check_lowrank_values(rank, ratio, method)
         if self.compressor is None:
@@ -46,7 +47,7 @@ class CompressionAndSkipping:
             self._asvd_scales()
         self._lowrank_plan = LowRankPlan(rank, ratio, method)
         result = self.compressor.apply(self._lowrank_plan)
-        self.surgery.append({"lowrank": [rank, ratio, method], "hot_path": self.hot_path(),
+        self.surgery.append({"factorized": [rank, ratio, method], "hot_path": self.hot_path(),
                              "column_scales": value_digest([[i, n, v] for (i, n), v in
                                                             sorted(self.compressor.column_scales.items())])
                              if method == "asvd" else None})
@@ -83,13 +84,13 @@ class CompressionAndSkipping:
         compute = self.config.available_compute if available_compute is None else available_compute
         check_gate_values(threshold, compute)
         if self.gate is None:
-            self.gate = Gate(self.num_layers, set(self.hot_path()), threshold, compute, per_sequence)
+            self.gate = Gate(self.num_decoder_layers, set(self.hot_path()), threshold, compute, per_sequence)
             layers = self.family.layers(self.model)
             self.family.set_layers(self.model, nn.ModuleList(
                 GatedLayer(layer, i, self.gate) for i, layer in enumerate(layers)))
         self.gate.threshold, self.gate.compute, self.gate.per_sequence = threshold, compute, per_sequence
         self._base_threshold = threshold
-        self.surgery.append({"gated": [threshold, compute, self.hot_path()]})
+        self.surgery.append({"gate": [threshold, compute, self.hot_path()]})
         if calibration_input_ids is not None:
             self._measure_temperatures(calibration_input_ids)
         self.report.update({"skip_threshold": threshold, "available_compute": compute, "hot_path": self.hot_path()})

@@ -1,64 +1,81 @@
-"""PruneModel configuration and the checks that need no model (the CLI runs them before loading one)."""
+"""PruneModel's configuration: the settings every method shares, plus the options of every registered method
+(each method's options dataclass, merged; a flag two methods share is declared by both, identically), and the
+checks that need no model (the CLI runs them before loading one)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
 
 from layerbench.errors import UsageError
+from layerbench.surgery.method import PruneMethod
+from layerbench.surgery.methods import BASELINE, PRUNE_METHODS
 
-METHODS = ("base", "angular", "random", "lowrank", "gated")
-LOWRANK_METHODS = ("svd", "asvd")
 STAND_INS = ("none", "linear")
 
 
 @dataclass
-class PruneConfig:
-    method: str = "base"
-    prune_n: int | None = None
-    dropout_threshold: float | None = None
-    prune_seed: int = 42
-    protected_layers: list[int] = field(default_factory=list)
+class SharedPruneConfig:
+    method: str = BASELINE
     calibration_samples: int = 32
     calibration_max_length: int = 512
-    compression_rank: int | None = None
-    compression_ratio: float | None = None
-    lowrank_method: str = "svd"
-    hot_path: list[int] | None = None  # default: first two and last layer
-    skip_threshold: float = 0.1
-    available_compute: float = 1.0
-    stand_in: str = "none"  # angular/random: "linear" fits a map in place of each removed run of layers
+    stand_in: str = "none"  # methods that remove layers: "linear" fits a map in place of each removed run
     # keep dense originals of factorized matrices so adjust_compression_level can re-factorize (Python API);
     # the benchmark releases them so that it holds only what the compressed model needs
     keep_originals: bool = True
 
 
-def validate_config(cfg: PruneConfig) -> None:
-    """Checks that need no model; depth-dependent checks happen in the methods."""
-    if cfg.method not in METHODS:
-        raise UsageError(f"--prune_method {cfg.method!r} unknown; choose from {', '.join(METHODS)}")
-    if cfg.method == "angular" and (cfg.prune_n is None or cfg.prune_n < 1):
-        raise UsageError(f"--prune_n must be >= 1 for --prune_method angular, got {cfg.prune_n}")
-    if cfg.method == "random" and (cfg.dropout_threshold is None or not 0 <= cfg.dropout_threshold < 1):
-        raise UsageError(f"--dropout_threshold must be in [0, 1) for --prune_method random, got {cfg.dropout_threshold}")
-    if cfg.method == "lowrank" or cfg.compression_rank is not None or cfg.compression_ratio is not None:
-        check_lowrank_values(cfg.compression_rank, cfg.compression_ratio, cfg.lowrank_method)
-    check_gate_values(cfg.skip_threshold, cfg.available_compute)
-    if cfg.calibration_samples < 1 or cfg.calibration_max_length < 2:
+def method_fields(methods: typing.Iterable[PruneMethod]) -> dict[str, tuple[object, dataclasses.Field, dict[str, str]]]:
+    """Every option of the methods: name -> (type, field, {method: its help for the option}). An option two
+    methods declare must have the same type and default in both."""
+    merged: dict[str, tuple[object, dataclasses.Field, dict[str, str]]] = {}
+    for method in methods:
+        if method.options is None:
+            continue
+        hints = typing.get_type_hints(method.options)
+        for f in fields(method.options):
+            if f.name in merged:
+                kind, first, helps = merged[f.name]
+                if (kind, first.default) != (hints[f.name], f.default):
+                    raise TypeError(f"option {f.name} of {method.name} differs from the one of {next(iter(helps))}")
+                helps[method.name] = f.metadata.get("help", "")
+            else:
+                merged[f.name] = (hints[f.name], f, {method.name: f.metadata.get("help", "")})
+    return merged
+
+
+def copy_field(f: dataclasses.Field, **metadata) -> dataclasses.Field:
+    default = {"default": f.default} if f.default is not dataclasses.MISSING else {"default_factory": f.default_factory}
+    return field(**default, metadata={**f.metadata, **metadata})
+
+
+def _build_config() -> type:
+    shared = [(f.name, typing.get_type_hints(SharedPruneConfig)[f.name], copy_field(f))
+              for f in fields(SharedPruneConfig)]
+    options = [(name, kind, copy_field(f)) for name, (kind, f, _) in method_fields(PRUNE_METHODS.values()).items()]
+    return dataclasses.make_dataclass("PruneConfig", shared + options, namespace={"__module__": __name__})
+
+
+PruneConfig = _build_config()
+PruneConfig.__doc__ = ("PruneModel's configuration, built by keyword: `method`, the shared settings of "
+                       "SharedPruneConfig, and the options of every method in PRUNE_METHODS.")
+
+
+def method_of(config) -> PruneMethod:
+    """The method a PruneConfig (`method`) or the flags (`prune_method`) choose."""
+    name = getattr(config, "method", None) or getattr(config, "prune_method", None)
+    if name not in PRUNE_METHODS:
+        raise UsageError(f"--prune_method {name!r} unknown; choose from {', '.join(PRUNE_METHODS)}")
+    return PRUNE_METHODS[name]
+
+
+def validate_config(config) -> None:
+    """Checks that need no model; depth-dependent checks happen when the method decides."""
+    method = method_of(config)
+    method.validate(config)
+    if config.stand_in not in STAND_INS:
+        raise UsageError(f"--stand_in must be one of {', '.join(STAND_INS)}, got {config.stand_in!r}")
+    if config.stand_in != "none" and not method.removes_layers:
+        raise UsageError(f"--stand_in only applies to methods that remove layers, not {config.method}")
+    if config.calibration_samples < 1 or config.calibration_max_length < 2:
         raise UsageError("--calibration_samples must be >= 1 and --calibration_max_length >= 2")
-
-
-def check_lowrank_values(rank: int | None, ratio: float | None, method: str) -> None:
-    if rank is None and ratio is None:
-        raise UsageError("--prune_method lowrank needs --compression_rank or --compression_ratio")
-    if rank is not None and rank < 1:
-        raise UsageError(f"--compression_rank must be >= 1, got {rank}")
-    if ratio is not None and not 0 < ratio <= 1:
-        raise UsageError(f"--compression_ratio must be in (0, 1], got {ratio}")
-    if method not in LOWRANK_METHODS:
-        raise UsageError(f"--lowrank_method must be svd or asvd, got {method!r}")
-
-
-def check_gate_values(threshold: float, compute: float) -> None:
-    if not 0 <= threshold <= 1:
-        raise UsageError(f"--skip_threshold must be in [0, 1], got {threshold}")
-    if not 0 < compute <= 1:
-        raise UsageError(f"--available_compute must be in (0, 1], got {compute}")

@@ -1,16 +1,16 @@
 """PruneModel: applies one pruning method to a loaded model and reports exactly what it did.
 
-Methods (registry `PRUNE_METHODS`):
-  base     nothing, no calibration pass
-  angular  remove the n consecutive layers whose input and output are closest in angular distance
-           (Gromov et al. 2024), measured on held-out calibration text
-  random   drop each layer independently with probability p (seeded local RNG)
-  lowrank  factorize the linear maps of the cold layers (truncated SVD or activation-aware ASVD)
-  gated    skip cold layers per sequence by their measured temperature (see gating.py)
-Removed layers are deleted from the module list and released: they hold no memory and run no compute.
+The methods live one file each in `layerbench.surgery.methods` (registry `PRUNE_METHODS`); each returns a
+`Decision` and this class applies it: removed layers are deleted from the module list and released (they hold
+no memory and run no compute), with a fitted linear stand-in for each removed run when --stand_in asks;
+factorization and gating go through the seed document's API (`CompressionAndSkipping`).
+
+Index spaces: an ORIGINAL layer index counts the loaded model's decoder layers; `num_decoder_layers` counts the
+layers kept; `num_blocks` counts what the engine runs (kept layers plus stand-ins).
 """
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -21,15 +21,14 @@ from layerbench.engine.engine import Engine
 from layerbench.errors import UsageError
 from layerbench.models.addons import get_addons
 from layerbench.models.families import get_family
-from layerbench.surgery.angular import prune_angular
 from layerbench.surgery.calibration import Calibration, calibration_key, calibration_sequences
 from layerbench.surgery.calibration_cache import CalibrationCache, value_digest
 from layerbench.surgery.compression_and_skipping import CompressionAndSkipping
-from layerbench.surgery.config import PruneConfig, validate_config
+from layerbench.surgery.config import PruneConfig, method_of, validate_config
 from layerbench.surgery.counting import LayerCallCounter
 from layerbench.surgery.gating import unwrap
 from layerbench.surgery.layers import count_parameters, keep_layers, tensor_bytes
-from layerbench.surgery.random_dropout import prune_random
+from layerbench.surgery.method import Decision
 from layerbench.surgery.stand_in import fit_stand_ins, insert_stand_ins
 
 
@@ -55,13 +54,20 @@ class PruneModel(CompressionAndSkipping):
         self.counter = LayerCallCounter(self.num_layers_original)
         self.counter.track(dict(enumerate(layers)))
         self.decided: dict = {}  # another rank's calibration result (see decision())
+        self.decided_now = Decision()  # what the method decided (or another rank's decision, replayed)
         self.stand_in_runs: list[tuple[int, int]] = []  # [start, end) in original indices, one per stand-in
         self._stand_ins: list[dict] = []  # fitted stand-in tensors (for decision())
 
     # ---- structure -------------------------------------------------------------------------------------
     @property
-    def num_layers(self) -> int:
+    def num_decoder_layers(self) -> int:
+        """Decoder layers kept (stand-ins not counted)."""
         return len(self.kept_layers)
+
+    @property
+    def num_layers(self) -> int:
+        """The seed document's name for `num_decoder_layers`."""
+        return self.num_decoder_layers
 
     def layer_modules(self) -> list[nn.Module]:
         """The current decoder layers (inside any gating wrapper)."""
@@ -87,13 +93,14 @@ class PruneModel(CompressionAndSkipping):
         self.remove_layers(original_indices)
         fitted = [{k: f[k] for k in ("start", "length", "W", "b", "first_update")} for f in self._stand_ins]
         self.surgery.append({"stand_ins": value_digest(fitted)})
-        self.report["stand_in"] = {"kind": self.config.stand_in,
-                                   "runs": insert_stand_ins(self, self._stand_ins, original_of)}
+        entries, runs = insert_stand_ins(self, self._stand_ins, original_of)
+        self.stand_in_runs += runs
+        self.report["stand_in"] = {"kind": self.config.stand_in, "runs": entries}
 
     @property
     def num_blocks(self) -> int:
         """Blocks the engine runs: kept layers plus stand-ins."""
-        return self.num_layers + len(self.stand_in_runs)
+        return self.num_decoder_layers + len(self.stand_in_runs)
 
     def map_exit_layer(self, exit_layer: int) -> int:
         """An exit layer E of the original model -> the number of engine blocks computing original layers below
@@ -103,8 +110,9 @@ class PruneModel(CompressionAndSkipping):
 
     # ---- running -----------------------------------------------------------------------------------------
     def decision(self) -> dict:
-        """What calibration decided (removed layers, ASVD scales): broadcast it so every rank prunes identically."""
-        out = {"report": dict(self.report)}
+        """What calibration decided (the method's Decision, fitted stand-ins, ASVD scales): broadcast it so every
+        rank prunes identically without calibrating again."""
+        out = {"report": dict(self.report), "decision": dataclasses.asdict(self.decided_now)}
         if self.compressor is not None and self.compressor.column_scales:
             out["column_scales"] = {k: v.cpu() for k, v in self.compressor.column_scales.items()}
         if self._stand_ins:
@@ -112,11 +120,14 @@ class PruneModel(CompressionAndSkipping):
         return out
 
     def apply(self, decision: dict | None = None) -> dict:
-        """Apply the configured method; with `decision` (from another rank's `decision()`), reuse its calibration
-        result instead of calibrating again."""
+        """Decide with the configured method and apply the decision; with `decision` (from another rank's
+        `decision()`), reuse its result instead of calibrating again."""
         self.decided = decision or {}
         validate_config(self.config)
-        PRUNE_METHODS[self.config.method](self)
+        method = method_of(self.config)
+        self.decided_now = (Decision(**self.decided["decision"]) if "decision" in self.decided
+                            else method.decide(self))
+        self._apply_decision(self.decided_now)
         if not self.config.keep_originals and self.compressor is not None:
             self.compressor.release_originals()
         kept = set(self.kept_layers)
@@ -124,13 +135,22 @@ class PruneModel(CompressionAndSkipping):
             "removed_layers": [i for i in range(self.num_layers_original) if i not in kept],
             "kept_layers": list(self.kept_layers),
             "num_layers_before": self.num_layers_original,
-            "num_layers_after": self.num_layers,
+            "num_layers_after": self.num_decoder_layers,
             "num_parameters_before": self.num_parameters_original,
             "num_parameters_after": count_parameters(self.model),
             "num_bytes_before": self.num_bytes_original,
             "num_bytes_after": self.num_bytes(),
         })
         return self.report
+
+    def _apply_decision(self, decision: Decision) -> None:
+        if decision.remove_layers:
+            self.remove(list(decision.remove_layers))
+        if decision.factorize is not None:
+            self.apply_low_rank_factorization(**decision.factorize)
+        if decision.gate:
+            self.update_model_with_gating()
+        self.report.update(decision.report)
 
     def attach(self, engine: Engine) -> Engine:
         """Let `engine` report layer calls to this model's counter and ask the gate (if any) what to skip."""
@@ -245,11 +265,3 @@ class PruneModel(CompressionAndSkipping):
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
 
-
-PRUNE_METHODS: dict[str, Callable[[PruneModel], None]] = {
-    "base": lambda pm: None,
-    "angular": prune_angular,
-    "random": prune_random,
-    "lowrank": lambda pm: pm.apply_low_rank_factorization(),
-    "gated": lambda pm: pm.update_model_with_gating(),
-}

@@ -14,7 +14,7 @@ from layerbench.surgery.calibration import calibration_engine, run_calibration
 from layerbench.surgery.linear_fit import ResidualFit, StandIn
 
 if TYPE_CHECKING:
-    from layerbench.surgery.prune_model import PruneModel
+    from layerbench.surgery.method import Target
 
 
 def removed_runs(positions: list[int]) -> list[tuple[int, int]]:
@@ -28,14 +28,14 @@ def removed_runs(positions: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def fit_stand_ins(pm: PruneModel, removed_positions: list[int]) -> list[dict]:
+def fit_stand_ins(pm: Target, removed_positions: list[int]) -> list[dict]:
     """Fit one map per run of `removed_positions` (current layer positions, before removal); cached per run set."""
     runs = removed_runs(removed_positions)
     seqs, info = pm.calibration_sequences()
     return pm.calibrated("stand_ins", seqs, info, {"runs": runs}, lambda: _fit(pm, runs, seqs, info))
 
 
-def _fit(pm: PruneModel, runs: list[tuple[int, int]], seqs: list[list[int]], info: dict) -> list[dict]:
+def _fit(pm: Target, runs: list[tuple[int, int]], seqs: list[list[int]], info: dict) -> list[dict]:
     t0 = time.perf_counter()
     engine = calibration_engine(pm.model)
     dim = engine.embed_weight.shape[1]
@@ -63,19 +63,20 @@ def _fit(pm: PruneModel, runs: list[tuple[int, int]], seqs: list[list[int]], inf
     return fitted
 
 
-def insert_stand_ins(pm: PruneModel, fitted: list[dict], original_of: list[int]) -> list[dict]:
+def insert_stand_ins(pm: Target, fitted: list[dict], original_of: list[int]) -> tuple[list[dict], list[tuple[int, int]]]:
     """Put each fitted map where its run was (after the removal); `original_of` maps the positions of the
-    pre-removal model to original layer indices. Returns the log entries."""
+    pre-removal model to original layer indices. Returns the log entries and each stand-in's [start, end) run
+    in original indices."""
     addons = get_addons(pm.model, create=True)
     like = next(pm.model.parameters())
-    entries = []
+    entries, runs = [], []
     for f in fitted:
         first_orig = original_of[f["start"]]
         position = sum(1 for orig in pm.kept_layers if orig < first_orig)
         module = StandIn(f["W"], f["b"], f["first_update"], like)
         addons.stand_ins[str(position)] = module
         removed = original_of[f["start"]: f["start"] + f["length"]]
-        pm.stand_in_runs.append((removed[0], removed[-1] + 1))
+        runs.append((removed[0], removed[-1] + 1))
         entries.append({"removed_layers": removed, "inserted_before_position": position,
                         "parameters": sum(p.numel() for p in module.parameters()), **f["report"]})
-    return entries
+    return entries, runs

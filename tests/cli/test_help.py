@@ -10,7 +10,8 @@ import pytest
 
 from layerbench.evaluation.datasets import DATASETS
 from layerbench.runs.arguments import GROUPS, build_parser, parse_args
-from layerbench.surgery.config import METHODS, STAND_INS
+from layerbench.surgery.config import STAND_INS
+from layerbench.surgery.methods import PRUNE_METHODS
 from tests.conftest import ROOT
 
 HEAVY = ("torch", "transformers")
@@ -45,7 +46,7 @@ def test_flags_are_grouped_as_the_readme_tables():
 def test_choices_come_from_the_registries():
     actions = {a.dest: a for a in _flag_actions(build_parser())}
     assert actions["dataset"].choices == list(DATASETS) == actions["calibration_dataset"].choices
-    assert actions["prune_method"].choices == list(METHODS)
+    assert actions["prune_method"].choices == list(PRUNE_METHODS)
     assert actions["stand_in"].choices == list(STAND_INS)
     assert actions["generation_strategy"].choices == ["autoregressive", "self_speculative"]
     assert actions["linear_kernel"].choices == ["auto", "tuned", "torch", "few_row_mm"]

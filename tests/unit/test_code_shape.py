@@ -1,7 +1,5 @@
 """The code's shape, checked on its syntax tree: no function over 80 lines, and no import circle between the
-package's modules (imports inside functions included). Imports only for type checking are not counted yet: the
-surgery methods still name `PruneModel` in their signatures (prune_model -> angular -> prune_model for the type
-checker), which the registry rework of issue 18 removes."""
+package's modules (imports inside functions and imports only for type checking included)."""
 import ast
 import pathlib
 
@@ -28,18 +26,13 @@ def _module_name(path: pathlib.Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _runtime_nodes(tree: ast.AST):
-    """Every node except those under `if TYPE_CHECKING:`."""
-    for node in ast.iter_child_nodes(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            continue
-        yield node
-        yield from _runtime_nodes(node)
+def _all_nodes(tree: ast.AST):
+    yield from ast.walk(tree)
 
 
 def _imports(path: pathlib.Path, modules: set[str]) -> set[str]:
     found = set()
-    for node in _runtime_nodes(ast.parse(path.read_text())):
+    for node in _all_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module)
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
@@ -80,3 +73,15 @@ def test_no_import_circle_in_the_package():
 def test_the_circle_finder_finds_a_circle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_method_name_is_a_literal_outside_its_own_file():
+    """A pruning method's name is written only in its own file (everything else reads the registry)."""
+    from layerbench.surgery.methods import PRUNE_METHODS
+    owners = {name: f"layerbench/surgery/methods/{method.decide.__module__.rsplit('.', 1)[-1]}.py"
+              for name, method in PRUNE_METHODS.items()}
+    found = [f"{p.relative_to(ROOT)}:{node.lineno} {node.value!r}"
+             for p in _sources("layerbench/**/*.py") for node in ast.walk(ast.parse(p.read_text()))
+             if isinstance(node, ast.Constant) and node.value in owners
+             and str(p.relative_to(ROOT)) != owners[node.value]]
+    assert not found

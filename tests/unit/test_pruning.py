@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 from layerbench.engine.engine import Engine
 from layerbench.errors import UsageError
 from layerbench.models.families import get_family
-from layerbench.surgery.angular import angular_distances
+from layerbench.surgery.methods.angular import angular_distances
 from layerbench.surgery.calibration import last_token_states
 from layerbench.surgery.layers import count_parameters, make_identity_layers
 from pruned_model import Calibration, PruneConfig, PruneModel
@@ -155,3 +155,39 @@ def test_saved_pruned_model_reloads_with_fewer_layers(tmp_path, embedded_tokeniz
     prompt = torch.randint(0, 1000, (1, 7), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(reloaded(prompt).logits, model(prompt).logits)
+
+
+def test_another_ranks_decision_is_replayed_without_calibrating():
+    """Rank 0 decides; another rank applies its decision to its own copy with no calibration data at all."""
+    first, second = tiny_llama(num_layers=8), tiny_llama(num_layers=8)
+    config = PruneConfig(method="angular", prune_n=2, stand_in="linear")
+    decider = PruneModel(first, None, config, _calibration())
+    report = decider.apply()
+    follower = PruneModel(second, None, config, calibration=None)  # calibrating would raise
+    replayed = follower.apply(decider.decision())
+    assert replayed["removed_layers"] == report["removed_layers"]
+    assert replayed["distances"] == report["distances"]
+    prompt = torch.tensor([[3, 14, 15, 92, 65]])
+    assert greedy(second, prompt, 12).token_ids == greedy(first, prompt, 12).token_ids
+
+
+def test_options_two_methods_share_must_agree():
+    from dataclasses import dataclass
+
+    from layerbench.flags import option
+    from layerbench.surgery.config import method_fields
+    from layerbench.surgery.method import Decision, PruneMethod
+
+    @dataclass
+    class A:
+        hot_path: int = option(1, "a")
+
+    @dataclass
+    class B:
+        hot_path: int = option(2, "b")
+
+    def make(name, options):
+        return PruneMethod(name=name, summary="", decide=lambda t: Decision(), options=options)
+    assert method_fields([make("a", A), make("c", A)])["hot_path"][2] == {"a": "a", "c": "a"}
+    with pytest.raises(TypeError, match="option hot_path of b differs from the one of a"):
+        method_fields([make("a", A), make("b", B)])
