@@ -9,6 +9,7 @@ import math
 import types
 import typing
 from dataclasses import MISSING, Field, field, fields
+from typing import Any
 
 TRUE = ("yes", "true", "t", "y", "1")
 FALSE = ("no", "false", "f", "n", "0")
@@ -102,3 +103,48 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, classes: typing.Sequenc
 def build_dataclasses(namespace: argparse.Namespace, classes: typing.Sequence[type]) -> list:
     """The dataclass instances, built by keyword from the parsed flags."""
     return [cls(**{f.name: getattr(namespace, f.name) for f in fields(cls)}) for cls in classes]
+
+
+def merge_options(options_by_owner: dict[str, type | None]) -> dict[str, tuple[Any, Field, dict[str, str]]]:
+    """The fields of several owners' option dataclasses (pruning methods, generation strategies): name ->
+    (type, field, {owner: its help}). An option two owners declare must have the same type and default."""
+    merged: dict[str, tuple[Any, Field, dict[str, str]]] = {}
+    for owner, options in options_by_owner.items():
+        if options is None:
+            continue
+        hints = typing.get_type_hints(options)
+        for f in fields(options):
+            if f.name in merged:
+                kind, first, helps = merged[f.name]
+                if (kind, first.default) != (hints[f.name], f.default):
+                    raise TypeError(f"option {f.name} of {owner} differs from the one of {next(iter(helps))}")
+                helps[owner] = f.metadata.get("help", "")
+            else:
+                merged[f.name] = (hints[f.name], f, {owner: f.metadata.get("help", "")})
+    return merged
+
+
+def copy_field(f: Field, **metadata) -> Field:
+    """A fresh field like `f` (a Field object belongs to one class), with metadata entries replaced."""
+    default = {"default": f.default} if f.default is not MISSING else {"default_factory": f.default_factory}
+    return field(**default, metadata={**f.metadata, **metadata})
+
+
+def owned_help(helps: dict[str, str]) -> str:
+    """An owned flag's help, prefixed with its owners ("lowrank/gated: ..."), or each owner's own
+    ("angular: ...; block_influence: ...") where they differ."""
+    if len(set(helps.values())) == 1:
+        return f"{'/'.join(helps)}: {next(iter(helps.values()))}"
+    return "; ".join(f"{owner}: {text}" for owner, text in helps.items())
+
+
+def copied_fields(cls: type) -> list[tuple[str, Any, Field]]:
+    """(name, type, fresh field) of each field of a dataclass, for `dataclasses.make_dataclass`."""
+    hints = typing.get_type_hints(cls)
+    return [(f.name, hints[f.name], copy_field(f)) for f in fields(cls)]
+
+
+def owned_fields(options_by_owner: dict[str, type | None]) -> list[tuple[str, Any, Field]]:
+    """The merged options of several owners, each with its help prefixed by its owners."""
+    return [(name, kind, copy_field(f, help=owned_help(helps)))
+            for name, (kind, f, helps) in merge_options(options_by_owner).items()]

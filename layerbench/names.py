@@ -1,11 +1,9 @@
 """The names of the registries that live in torch-importing modules, importable without torch or transformers,
 so benchmark.py lists them as choices and refuses a bad one at once. tests/unit/test_names.py checks that each
-registry (decoding.STRATEGIES, engine.attention.BACKENDS, engine.linear_kernels, models.loading.DTYPES) answers
-to exactly these names. Registries in light modules (evaluation.datasets.DATASETS, surgery.methods.PRUNE_METHODS,
+registry (engine.attention.BACKENDS, engine.linear_kernels, models.loading.DTYPES) answers to exactly these names.
+Registries in light modules (evaluation.datasets.DATASETS, surgery.methods.PRUNE_METHODS, decoding.STRATEGIES,
 surgery.config.STAND_INS) are used directly."""
 
-STRATEGIES = ("autoregressive", "self_speculative")
-SPECULATIVE_STRATEGIES = ("self_speculative",)  # draft and verify: need every layer's KV
 LINEAR_KERNELS = ("auto", "tuned", "torch", "few_row_mm")  # the engine also has "module", for its own tests
 ATTENTION_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
 DTYPES = ("auto", "float32", "bfloat16", "float16")

@@ -5,6 +5,7 @@ import os
 
 import pandas as pd
 
+from layerbench.decoding import STRATEGIES
 from layerbench.surgery.methods import BASELINE
 
 
@@ -29,7 +30,7 @@ def plot(table: pd.DataFrame, out_dir: str) -> list[str]:
             continue
         fig, ax = plt.subplots(figsize=(8, 5.5))
         pts = list(zip(part["tokens_per_second"], part["rougeL"]))
-        short = {"autoregressive": "AR", "self_speculative": "SS"}
+        short = {name: strategy.short for name, strategy in STRATEGIES.items()}
         labels = [f"{r.approach} {r.param} {short.get(r.strategy, r.strategy)}"
                   + (f" E={r.exit_layer}" if r.exit_layer > 0 else "") for r in part.itertuples()]
         for approach, sub in part.groupby("approach"):

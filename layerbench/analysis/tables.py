@@ -22,6 +22,7 @@ from tabulate import tabulate
 from layerbench.analysis import lm_eval_columns
 from layerbench.analysis.paired import UNPAIRED, add_paired_changes, contains_no_change, samples_path
 from layerbench.analysis.uncertainty import BootstrapConfig
+from layerbench.decoding import STRATEGIES
 from layerbench.surgery.method import PruneMethod
 from layerbench.surgery.methods import BASELINE, PRUNE_METHODS
 
@@ -60,6 +61,11 @@ def _method_label(method: PruneMethod) -> Callable[[dict], str]:
 # approach -> how its parameter is written in the tables: each method's own label, and the exit-adapter approach
 PARAM_FORMATS: dict[str, Callable[[dict], str]] = {
     **{name: _method_label(method) for name, method in PRUNE_METHODS.items()}, "exit_adapter": _exit_adapter}
+
+
+def speculative(strategy: str | None) -> bool:
+    """Whether a logged strategy drafts and verifies (a strategy this version no longer has: no)."""
+    return strategy in STRATEGIES and STRATEGIES[strategy].speculative
 
 
 def approach_of(args: dict, prune: dict) -> str:
@@ -122,7 +128,7 @@ def run_row(doc: dict) -> dict:
         "approach": approach,
         "param": fmt(param_values(args, prune)),
         "exit_layer": args.get("exit_layer", -1),
-        "num_speculations": args.get("num_speculations", -1) if strategy == "self_speculative" else -1,
+        "num_speculations": args.get("num_speculations", -1) if speculative(strategy) else -1,
         "samples": doc["dataset"]["num_samples"],
         "num_parameters": doc["model"].get("num_parameters"),
     }

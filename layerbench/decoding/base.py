@@ -1,64 +1,16 @@
-"""What every generation strategy shares: its configuration and result, the token buffer, the clock, the
-prefill and the one truncation rule."""
+"""What the decode loops share: the token buffer, the clock, the prefill and the one truncation rule (the
+strategy's interface, configuration and result are in `layerbench.decoding.strategy`)."""
 from __future__ import annotations
 
 import time
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
 from layerbench.decoding.sampling import StopCondition, TokenChooser
+from layerbench.decoding.strategy import (CommitListener, GenerationConfig, GenerationResult,  # noqa: F401
+                                          GenerationStrategy)
 from layerbench.engine.engine import PREFILL, Engine
 from layerbench.engine.kv_cache import KVCache
-
-
-@dataclass
-class GenerationConfig:
-    max_steps: int
-    exit_layer: int = -1  # engine block index E: early exit / draft with blocks [0, E); -1: the full model
-    num_speculations: int = 0  # d: tokens drafted per self-speculative round
-    draft_confidence: float | None = None  # stop drafting once the draft token's probability is below this
-
-
-CommitListener = Callable[[str, list[int]], None]
-"""Streaming hook of `GenerationStrategy.generate`, called in order as tokens are committed, with a kind:
-"verified" (tokens the full model chose: every autoregressive token, a correction, a bonus token), "accepted"
-(drafted tokens the full model agreed with), "rejected" (drafted tokens the full model replaced: never committed,
-reported just before the correction that takes the first one's position). The committed tokens ("verified" +
-"accepted") are exactly the result's `token_ids`, in order. When no listener is given the strategies do no extra
-work."""
-
-
-@dataclass
-class GenerationResult:
-    token_ids: list[int]
-    time_to_first_token: float
-    total_time: float
-    num_drafted: int = 0
-    num_accepted: int = 0
-    num_rounds: int = 0  # self-speculative draft/verify rounds
-    stopped: bool = False  # True when an EOS / stop word ended generation before max_steps
-
-
-class GenerationStrategy(ABC):
-    """Turns a prompt into generated token ids with an engine; every variant of a model runs through the same
-    strategy code, so their timings are comparable."""
-
-    @abstractmethod
-    def generate(self, engine: Engine, prompt: torch.Tensor, config: GenerationConfig, chooser: TokenChooser,
-                 stop: StopCondition, on_commit: CommitListener | None = None) -> GenerationResult: ...
-
-    @abstractmethod
-    def static_shapes(self, engine: Engine, config: GenerationConfig) -> list[tuple[int, int, int, bool]]:
-        """Every fixed-shape step (first block, last block, tokens, from ids) its decode loop runs, so the
-        engine can prepare (capture) them all before timing starts."""
-
-    @staticmethod
-    def capacity(prompt_length: int, config: GenerationConfig) -> int:
-        """KV-cache positions one generation needs."""
-        return prompt_length + config.max_steps + config.num_speculations + 2
 
 
 class Clock:

@@ -14,28 +14,83 @@ starts from the last one. Either way every committed token is one the full model
 """
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
 
-from layerbench.decoding.base import (Clock, CommitListener, GenerationConfig, GenerationResult, GenerationStrategy,
-                                      TokenBuffer, finish, kept_count, prefill, token_tensor)
-from layerbench.decoding.sampling import StopCondition, TokenChooser
-from layerbench.engine.engine import DECODE, VERIFY, Engine
-from layerbench.engine.kv_cache import KVCache
+from layerbench.decoding.strategy import CommitListener, GenerationConfig, GenerationResult, GenerationStrategy
+from layerbench.engine.phases import DECODE, VERIFY
+from layerbench.errors import UsageError
+from layerbench.flags import option
+from layerbench.lazy import lazy
+
+if TYPE_CHECKING:
+    from layerbench.decoding.base import TokenBuffer
+    from layerbench.decoding.sampling import StopCondition, TokenChooser
+    from layerbench.engine.engine import Engine
+    from layerbench.engine.kv_cache import KVCache
+    from layerbench.surgery.prune_model import PruneModel
+
+torch = lazy("torch")
+base = lazy("layerbench.decoding.base")
+NUM_SPECULATIONS_HELP = "tokens drafted per round (-1: none)"
+
+
+@dataclass
+class SelfSpeculativeOptions:
+    num_speculations: int = option(-1, NUM_SPECULATIONS_HELP)
+    draft_confidence: Optional[float] = option(None, "stop drafting once a draft token's probability is below "
+                                                     "this, in (0, 1)")
+    draft_vocabulary: Optional[int] = option(None, "drafts score only the N tokens most frequent in the "
+                                                   "calibration text (plus stop tokens); verification scores all")
 
 
 class SelfSpeculative(GenerationStrategy):
+    name = "self_speculative"
+    summary = "LayerSkip: draft d tokens with blocks [0, E) (--exit_layer E), verify them with the rest in one pass"
+    short = "SS"
+    options = SelfSpeculativeOptions
+    speculative = True
+
+    def validate(self, flags: Any) -> None:
+        if flags.exit_layer <= 0:
+            raise UsageError(f"--exit_layer must be > 0 for {self.name} (draft layers [0, E))")
+        if flags.num_speculations <= 0:
+            raise UsageError(f"--num_speculations must be > 0 for {self.name}")
+        if flags.draft_confidence is not None and not 0 < flags.draft_confidence < 1:
+            raise UsageError(f"--draft_confidence must be in (0, 1), got {flags.draft_confidence}")
+        if flags.draft_vocabulary is not None and flags.draft_vocabulary < 1:
+            raise UsageError(f"--draft_vocabulary must be >= 1, got {flags.draft_vocabulary}")
+
+    def check_depth(self, flags: Any, num_layers: int) -> None:
+        if not 0 < flags.exit_layer < num_layers:
+            raise UsageError(f"--exit_layer must satisfy 0 < E < {num_layers} (model layers) for {self.name}, "
+                             f"got {flags.exit_layer}")
+
+    def mode(self, exit_layer: int) -> str:
+        return self.name
+
+    def configure(self, flags: Any, pruner: PruneModel, engine: Engine, exit_block: int) -> GenerationConfig:
+        if exit_block >= pruner.num_blocks:
+            raise UsageError(f"--exit_layer {flags.exit_layer}: every layer from it on was pruned, so the draft "
+                             f"would be the whole {pruner.num_decoder_layers}-layer model")
+        return super().configure(flags, pruner, engine, exit_block)
+
     def static_shapes(self, engine: Engine, config: GenerationConfig) -> list[tuple[int, int, int, bool]]:
         E, L = config.exit_layer, engine.num_layers
         # verification covers 1 .. d drafted tokens, plus the bonus row after a full round
         return [(0, E, 1, True)] + [(E, L, rows, False) for rows in range(1, config.num_speculations + 2)]
 
-    @torch.inference_mode()
     def generate(self, engine: Engine, prompt: torch.Tensor, config: GenerationConfig, chooser: TokenChooser,
                  stop: StopCondition, on_commit: CommitListener | None = None) -> GenerationResult:
+        with torch.inference_mode():
+            return self._generate(engine, prompt, config, chooser, stop, on_commit)
+
+    def _generate(self, engine: Engine, prompt: torch.Tensor, config: GenerationConfig, chooser: TokenChooser,
+                  stop: StopCondition, on_commit: CommitListener | None) -> GenerationResult:
         d = config.num_speculations
-        clock = Clock(engine.devices)
+        clock = base.Clock(engine.devices)
         t0 = clock.now()
-        cache, tokens, token = prefill(engine, prompt, self.capacity(prompt.shape[1], config), engine.num_layers,
+        cache, tokens, token = base.prefill(engine, prompt, self.capacity(prompt.shape[1], config), engine.num_layers,
                                        chooser)
         ttft = clock.now() - t0
         generated = [token]
@@ -54,9 +109,9 @@ class SelfSpeculative(GenerationStrategy):
             generated.extend(new)
             token = new[-1]
             if on_commit is not None:
-                stream_round(on_commit, drafts, new, num_accepted, kept_count(generated, checked, config.max_steps,
+                stream_round(on_commit, drafts, new, num_accepted, base.kept_count(generated, checked, config.max_steps,
                                                                               stop))
-        out, stopped = finish(generated, config.max_steps, stop)
+        out, stopped = base.finish(generated, config.max_steps, stop)
         return GenerationResult(out, ttft, clock.now() - t0, drafted, accepted, rounds, stopped)
 
     def _round(self, engine: Engine, cache: KVCache, tokens: TokenBuffer, token: int, k: int,
@@ -68,24 +123,22 @@ class SelfSpeculative(GenerationStrategy):
         bonus = len(drafts) == k and drafts[-1] not in stop.stop_token_ids
         if bonus:
             exit_hidden.append(engine.run(cache, pos + len(drafts), 0, E,
-                                          input_ids=token_tensor(drafts[-1], engine.device), phase=DECODE))
+                                          input_ids=base.token_tensor(drafts[-1], engine.device), phase=DECODE))
         hidden = engine.run(cache, pos, E, engine.num_layers, hidden=torch.cat(exit_hidden, dim=1), phase=VERIFY)
         logits = engine.logits(hidden)[0]  # row i predicts the token after input i (inputs: token, drafts...)
         new, num_accepted = accept(chooser, tokens, drafts, draft_probs, logits)
         return new, drafts, num_accepted
 
-    @staticmethod
-    def _draft(engine: Engine, cache: KVCache, tokens: TokenBuffer, token: int, k: int, config: GenerationConfig,
-               chooser: TokenChooser, stop: StopCondition):
-        E, pos = config.exit_layer, tokens.n - 1
+    def _draft(self, engine: Engine, cache: KVCache, tokens: TokenBuffer, token: int, k: int,
+               config: GenerationConfig, chooser: TokenChooser, stop: StopCondition):
+        pos = tokens.n - 1
         drafts: list[int] = []
         draft_probs: list[torch.Tensor | None] = []
         exit_hidden: list[torch.Tensor] = []
         current = token
         for i in range(k):
-            h = engine.run(cache, pos + i, 0, E, input_ids=token_tensor(current, engine.device), phase=DECODE)
+            h, logits = self._draft_step(engine, cache, pos + i, current, config)
             exit_hidden.append(h)
-            logits = engine.draft_logits(h[:, -1], E)[0]
             current, q = chooser.pick(tokens.prefix(drafts) if chooser.needs_prefix else None, logits)
             drafts.append(current)
             draft_probs.append(q)
@@ -95,6 +148,14 @@ class SelfSpeculative(GenerationStrategy):
                     draft_probability(chooser, tokens, drafts, logits, q) < config.draft_confidence:
                 break
         return drafts, draft_probs, exit_hidden
+
+    @staticmethod
+    def _draft_step(engine: Engine, cache: KVCache, pos: int, token: int, config: GenerationConfig):
+        """One draft token at `pos`: (the hidden state entering block E, which verification starts from; the
+        draft's logits)."""
+        E = config.exit_layer
+        h = engine.run(cache, pos, 0, E, input_ids=base.token_tensor(token, engine.device), phase=DECODE)
+        return h, engine.draft_logits(h[:, -1], E)[0]
 
 
 def stream_round(on_commit: CommitListener, drafts: list[int], new: list[int], num_accepted: int, kept: int) -> None:
@@ -144,3 +205,6 @@ def accept(chooser: TokenChooser, tokens: TokenBuffer, drafts: list[int], draft_
     if logits.shape[0] == k:  # no bonus row
         return drafts, k
     return drafts + [chooser.draw(chooser.probs(tokens.prefix(drafts), logits[k]))], k
+
+
+STRATEGY = SelfSpeculative()

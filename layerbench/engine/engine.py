@@ -28,7 +28,7 @@ from layerbench.engine.rope import RotaryTable
 from layerbench.models.addons import get_addons
 from layerbench.models.families import get_family
 
-PREFILL, DECODE, VERIFY = "prefill", "decode", "verify"
+from layerbench.engine.phases import DECODE, PREFILL, VERIFY  # noqa: F401 - the engine's phases, re-exported
 
 Block = DecoderBlock | StandInBlock
 

@@ -9,10 +9,12 @@ from dataclasses import asdict, dataclass, fields, make_dataclass
 from typing import Optional
 
 from layerbench import names
+from layerbench.decoding import DEFAULT_STRATEGY, STRATEGIES
 from layerbench.errors import OneLineErrors
 from layerbench.evaluation.datasets import DATASETS
-from layerbench.flags import add_dataclass_flags, build_dataclasses, option
-from layerbench.surgery.config import STAND_INS, copy_field, method_fields
+from layerbench.flags import (add_dataclass_flags, build_dataclasses, copied_fields, merge_options, option,
+                              owned_fields)
+from layerbench.surgery.config import STAND_INS, method_fields
 from layerbench.surgery.methods import BASELINE, PRUNE_METHODS
 
 EXIT_ADAPTERS = names.EXIT_ADAPTERS
@@ -93,12 +95,18 @@ class DatasetArguments:
 
 
 @dataclass
-class GenerationArguments:
-    generation_strategy: str = option("autoregressive", "decoding strategy", names.STRATEGIES)
+class StrategyChoice:
+    generation_strategy: str = option(DEFAULT_STRATEGY, "decoding strategy: " + "; ".join(
+        f"{s.name}: {s.summary}" for s in STRATEGIES.values()), tuple(STRATEGIES))
+
+
+@dataclass
+class SharedGenerationArguments:
     max_steps: int = option(512, "tokens to generate at most per sample (at most the model's context)")
     exit_layer: int = option(-1, "a layer E of the ORIGINAL model (-1: none); autoregressive exits after layers "
                                  "[0, E), self_speculative drafts with them")
-    num_speculations: int = option(-1, "self_speculative: tokens drafted per round (-1: none)")
+    exit_adapter: str = option("none", "early exit / self_speculative: a linear map from the exit layer's hidden "
+                                       "state to the last layer's, fitted on calibration text", names.EXIT_ADAPTERS)
     sample: bool = option(False, "sample instead of greedy decoding")
     temperature: float = option(0.6, "sampling temperature, > 0")
     top_k: int = option(0, "sampling: keep the k most probable tokens (0: all)")
@@ -106,14 +114,24 @@ class GenerationArguments:
     no_repeat_ngram_size: Optional[int] = option(None, "forbid repeating any n-gram of this size")
     stop_words: Optional[list[str]] = option(None, "strings that end a generation")
     stop_token_ids: Optional[list[int]] = option(None, "token ids that end a generation (besides end-of-sequence)")
-    exit_adapter: str = option("none", "early exit / self_speculative: a linear map from the exit layer's hidden "
-                                       "state to the last layer's, fitted on calibration text", names.EXIT_ADAPTERS)
-    draft_confidence: Optional[float] = option(None, "self_speculative: stop drafting once a draft token's "
-                                                     "probability is below this, in (0, 1)")
-    draft_vocabulary: Optional[int] = option(None, "self_speculative: drafts score only the N tokens most frequent "
-                                                   "in the calibration text (plus stop tokens); verification scores "
-                                                   "all")
     perplexity: bool = option(True, "teacher-forced perplexity of each reference given its prompt", group=LOGS)
+
+
+def strategy_flag_owners() -> dict[str, tuple[str, ...]]:
+    """Each flag a strategy owns -> the strategies it applies to."""
+    merged = merge_options({name: strategy.options for name, strategy in STRATEGIES.items()})
+    return {name: tuple(helps) for name, (_, _, helps) in merged.items()}
+
+
+def _generation_arguments() -> type:
+    """--generation_strategy, the shared generation flags, and each strategy's own."""
+    options = owned_fields({name: strategy.options for name, strategy in STRATEGIES.items()})
+    return make_dataclass("GenerationArguments", copied_fields(StrategyChoice) + copied_fields(
+        SharedGenerationArguments)[:2] + options + copied_fields(SharedGenerationArguments)[2:],
+        namespace={"__module__": __name__})
+
+
+GenerationArguments = _generation_arguments()
 
 
 @dataclass
@@ -146,22 +164,10 @@ def method_flag_owners() -> dict[str, tuple[str, ...]]:
     return owners
 
 
-def owned_help(helps: dict[str, str]) -> str:
-    """A method flag's help, prefixed with the methods it applies to ("lowrank/gated: ..."), or each method's own
-    ("angular: ...; block_influence: ...") where they differ."""
-    if len(set(helps.values())) == 1:
-        return f"{'/'.join(helps)}: {next(iter(helps.values()))}"
-    return "; ".join(f"{method}: {text}" for method, text in helps.items())
-
-
 def _prune_arguments() -> type:
     """--prune_method, each method's own flags (help prefixed with the methods they apply to), the shared ones."""
-    def copied(cls: type) -> list:
-        hints = typing.get_type_hints(cls)
-        return [(f.name, hints[f.name], copy_field(f)) for f in fields(cls)]
-    options = [(name, kind, copy_field(f, help=owned_help(helps)))
-               for name, (kind, f, helps) in method_fields(PRUNE_METHODS.values()).items()]
-    return make_dataclass("PruneArguments", copied(PruneChoice) + options + copied(SharedPruneArguments),
+    options = owned_fields({name: method.options for name, method in PRUNE_METHODS.items()})
+    return make_dataclass("PruneArguments", copied_fields(PruneChoice) + options + copied_fields(SharedPruneArguments),
                           namespace={"__module__": __name__})
 
 

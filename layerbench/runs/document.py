@@ -2,6 +2,7 @@
 after it the merge of every rank's records into the samples file and the final document."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import sys
@@ -9,6 +10,7 @@ import sys
 import torch
 
 from layerbench.analysis.uncertainty import BootstrapConfig
+from layerbench.decoding import STRATEGIES
 from layerbench.evaluation.metrics import BLEU_SETTINGS, ROUGE_SETTINGS
 from layerbench.evaluation.perplexity import PROTOCOL as PERPLEXITY_PROTOCOL
 from layerbench.runs.plan import Plan
@@ -20,9 +22,12 @@ from layerbench.runs.summary import aggregate, summary_line, uncertainty
 
 def _mode(plan: Plan) -> str:
     g = plan.args.generation
-    if g.generation_strategy == "self_speculative":
-        return "self_speculative"
-    return "early_exit" if g.exit_layer > 0 else "full_model"
+    return STRATEGIES[g.generation_strategy].mode(g.exit_layer)
+
+
+def strategy_settings(settings) -> dict | None:
+    """What the strategy prepared for this model (a dataclass of its own), for the log."""
+    return dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else settings
 
 
 def initial_document(plan: Plan, prepared: Prepared, run_id: str, log: RunLog) -> dict:
@@ -48,10 +53,12 @@ def initial_document(plan: Plan, prepared: Prepared, run_id: str, log: RunLog) -
                     "sample_ids": [s.sample_id for s in plan.samples], "template": plan.template,
                     "chat_template": prepared.use_chat, "n_shot": d.n_shot},
         "generation": {"strategy": g.generation_strategy, "exit_layer": prepared.generation.exit_layer,
-                       "num_speculations": g.num_speculations if g.generation_strategy == "self_speculative" else None,
+                       "num_speculations": (g.num_speculations if STRATEGIES[g.generation_strategy].speculative
+                                            else None),
                        "draft_confidence": g.draft_confidence, "exit_adapter": g.exit_adapter,
                        "draft_vocabulary": g.draft_vocabulary,
                        "mode": _mode(plan), "max_steps": g.max_steps, "sample": g.sample,
+                       "strategy_settings": strategy_settings(prepared.generation.settings),
                        "linear_kernel": engine.linear_kernel, "linear_kernel_detail": engine.kernel.detail,
                        "attention_kernel": engine.attention_kernel, "cuda_graphs": prepared.cuda_graphs,
                        "engine": "layerbench (own forward)",

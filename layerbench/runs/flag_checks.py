@@ -6,12 +6,12 @@ from __future__ import annotations
 import re
 from dataclasses import fields
 
-from layerbench import names
 from layerbench.errors import UsageError
 from layerbench.models.device_map import parse_device_map, parse_max_memory
 from layerbench.models.folder import check_model_folder
-from layerbench.runs.arguments import (Arguments, BenchmarkArguments, DatasetArguments, GenerationArguments,
-                                       method_flag_owners)
+from layerbench.decoding import STRATEGIES
+from layerbench.runs.arguments import Arguments, BenchmarkArguments, DatasetArguments, method_flag_owners, \
+    strategy_flag_owners
 from layerbench.runs.folders import check_writable_folder
 from layerbench.runs.ranks import DistInfo
 from layerbench.surgery.config import PruneConfig, method_of, validate_config
@@ -46,23 +46,15 @@ def check_template(template: str) -> None:
                          f"are kept as they are)")
 
 
-def validate_generation(generation: GenerationArguments) -> None:
+def validate_generation(generation) -> None:
     g = generation
+    strategy = STRATEGIES[g.generation_strategy]
+    check_applies(g, strategy_flag_owners(), g.generation_strategy, "--generation_strategy")
     if g.max_steps < 1:
         raise UsageError(f"--max_steps must be >= 1, got {g.max_steps}")
     if g.exit_layer == 0 or g.exit_layer < -1:
         raise UsageError(f"--exit_layer must be -1 (none) or a layer >= 1, got {g.exit_layer}")
-    if g.generation_strategy == "self_speculative":
-        if g.exit_layer <= 0:
-            raise UsageError("--exit_layer must be > 0 for self_speculative (draft layers [0, E))")
-        if g.num_speculations <= 0:
-            raise UsageError("--num_speculations must be > 0 for self_speculative")
-    elif g.num_speculations != -1:
-        raise UsageError(f"--num_speculations {g.num_speculations} only applies to --generation_strategy self_speculative")
-    if g.draft_confidence is not None and (g.generation_strategy != "self_speculative" or not 0 < g.draft_confidence < 1):
-        raise UsageError(f"--draft_confidence must be in (0, 1) and only applies to self_speculative, got {g.draft_confidence}")
-    if g.draft_vocabulary is not None and (g.generation_strategy != "self_speculative" or g.draft_vocabulary < 1):
-        raise UsageError(f"--draft_vocabulary must be >= 1 and only applies to self_speculative, got {g.draft_vocabulary}")
+    strategy.validate(g)
     if g.exit_adapter != "none" and g.exit_layer <= 0:
         raise UsageError("--exit_adapter needs an exit layer: --exit_layer E > 0 (early exit or self_speculative)")
     if g.sample:
@@ -120,7 +112,7 @@ def validate_combinations(args: Arguments, info: DistInfo) -> None:
     b, d, g, p = args.benchmark, args.dataset, args.generation, args.prune
     check_seed(b.seed, "--seed")
     method = method_of(p)
-    if method.per_sequence and g.generation_strategy in names.SPECULATIVE_STRATEGIES:
+    if method.per_sequence and STRATEGIES[g.generation_strategy].speculative:
         raise UsageError(f"--prune_method {method.name} cannot be combined with --generation_strategy "
                          f"{g.generation_strategy}: its skip set is decided per sequence at prefill, and a skipped "
                          "layer has no KV for the verification pass to reuse")
@@ -152,13 +144,10 @@ def check_flags(args: Arguments, info: DistInfo) -> PruneConfig:
     return config
 
 
-def validate_exit_layer(generation: GenerationArguments, num_layers: int) -> None:
+def validate_exit_layer(generation, num_layers: int) -> None:
     """Checks the exit layer against the model depth (before any pruning mapping)."""
     g = generation
-    if g.generation_strategy == "self_speculative" and not 0 < g.exit_layer < num_layers:
-        raise UsageError(f"--exit_layer must satisfy 0 < E < {num_layers} (model layers) for self_speculative, got {g.exit_layer}")
-    if g.generation_strategy == "autoregressive" and g.exit_layer > num_layers:
-        raise UsageError(f"--exit_layer {g.exit_layer} exceeds the model's {num_layers} layers")
+    STRATEGIES[g.generation_strategy].check_depth(g, num_layers)
     if g.exit_adapter != "none" and g.exit_layer >= num_layers:
         raise UsageError(f"--exit_adapter {g.exit_adapter} needs --exit_layer below the model's {num_layers} layers "
                          f"(after the last layer there is nothing to adapt), got {g.exit_layer}")

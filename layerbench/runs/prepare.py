@@ -105,9 +105,6 @@ def mapped_exit_layer(plan: Plan, pruner: PruneModel) -> int:
     exit_layer = pruner.map_exit_layer(g.exit_layer) if g.exit_layer > 0 else -1
     if g.exit_layer > 0 and exit_layer == 0:
         raise UsageError(f"--exit_layer {g.exit_layer}: every layer below it was pruned; the draft would be empty")
-    if g.generation_strategy == "self_speculative" and exit_layer >= pruner.num_blocks:
-        raise UsageError(f"--exit_layer {g.exit_layer}: every layer from it on was pruned, so the draft would be "
-                         f"the whole {pruner.num_decoder_layers}-layer model")
     if g.exit_adapter != "none" and exit_layer >= pruner.num_blocks:
         raise UsageError(f"--exit_layer {g.exit_layer}: every layer from it on was pruned; an exit adapter there "
                          f"would have nothing to adapt")
@@ -187,9 +184,9 @@ def prepare_model(plan: Plan) -> Prepared:
         pruner.report["saved_to"] = os.path.abspath(plan.args.prune.save_pruned_model)
     options = EngineOptions(linear_kernel=b.linear_kernel, attention_backend=b.attention_backend)
     engine = pruner.attach(Engine(loaded.model, options))
-    generation = GenerationConfig(max_steps=g.max_steps, exit_layer=exit_layer,
-                                  num_speculations=max(g.num_speculations, 0), draft_confidence=g.draft_confidence)
-    return Prepared(loaded=loaded, pruner=pruner, engine=engine, strategy=STRATEGIES[g.generation_strategy],
+    strategy = STRATEGIES[g.generation_strategy]
+    generation = strategy.configure(g, pruner, engine, exit_layer)
+    return Prepared(loaded=loaded, pruner=pruner, engine=engine, strategy=strategy,
                     generation=generation, stop=stop, prompts=prompts, use_chat=use_chat,
                     load_seconds=loaded.load_seconds)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
 from layerbench.errors import UsageError
+from layerbench.flags import copied_fields, copy_field, merge_options
 from layerbench.surgery.method import PruneMethod
 from layerbench.surgery.methods import BASELINE, PRUNE_METHODS
 
@@ -26,32 +27,12 @@ class SharedPruneConfig:
 
 
 def method_fields(methods: typing.Iterable[PruneMethod]) -> dict[str, tuple[object, dataclasses.Field, dict[str, str]]]:
-    """Every option of the methods: name -> (type, field, {method: its help for the option}). An option two
-    methods declare must have the same type and default in both."""
-    merged: dict[str, tuple[object, dataclasses.Field, dict[str, str]]] = {}
-    for method in methods:
-        if method.options is None:
-            continue
-        hints = typing.get_type_hints(method.options)
-        for f in fields(method.options):
-            if f.name in merged:
-                kind, first, helps = merged[f.name]
-                if (kind, first.default) != (hints[f.name], f.default):
-                    raise TypeError(f"option {f.name} of {method.name} differs from the one of {next(iter(helps))}")
-                helps[method.name] = f.metadata.get("help", "")
-            else:
-                merged[f.name] = (hints[f.name], f, {method.name: f.metadata.get("help", "")})
-    return merged
-
-
-def copy_field(f: dataclasses.Field, **metadata) -> dataclasses.Field:
-    default = {"default": f.default} if f.default is not dataclasses.MISSING else {"default_factory": f.default_factory}
-    return field(**default, metadata={**f.metadata, **metadata})
+    """Every option of the methods: name -> (type, field, {method: its help for the option})."""
+    return merge_options({method.name: method.options for method in methods})
 
 
 def _build_config() -> type:
-    shared = [(f.name, typing.get_type_hints(SharedPruneConfig)[f.name], copy_field(f))
-              for f in fields(SharedPruneConfig)]
+    shared = copied_fields(SharedPruneConfig)
     options = [(name, kind, copy_field(f)) for name, (kind, f, _) in method_fields(PRUNE_METHODS.values()).items()]
     return dataclasses.make_dataclass("PruneConfig", shared + options, namespace={"__module__": __name__})
 

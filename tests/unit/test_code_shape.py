@@ -75,13 +75,16 @@ def test_the_circle_finder_finds_a_circle():
     assert _cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_no_method_name_is_a_literal_outside_its_own_file():
-    """A pruning method's name is written only in its own file (everything else reads the registry)."""
+def test_no_method_or_strategy_name_is_a_literal_outside_its_own_file():
+    """A pruning method's or generation strategy's name is written only in its own file (everything else reads
+    the registries)."""
+    from layerbench.decoding import STRATEGIES
     from layerbench.surgery.methods import PRUNE_METHODS
-    owners = {name: f"layerbench/surgery/methods/{method.decide.__module__.rsplit('.', 1)[-1]}.py"
-              for name, method in PRUNE_METHODS.items()}
+    owners = {name: method.decide.__module__ for name, method in PRUNE_METHODS.items()}
+    owners.update({name: type(strategy).__module__ for name, strategy in STRATEGIES.items()})
+    owners = {name: module.replace(".", "/") + ".py" for name, module in owners.items()}
     found = [f"{p.relative_to(ROOT)}:{node.lineno} {node.value!r}"
              for p in _sources("layerbench/**/*.py") for node in ast.walk(ast.parse(p.read_text()))
-             if isinstance(node, ast.Constant) and node.value in owners
+             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in owners
              and str(p.relative_to(ROOT)) != owners[node.value]]
     assert not found

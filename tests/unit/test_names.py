@@ -1,13 +1,8 @@
 """The light name lists (layerbench.names) agree with the registries in torch-importing modules."""
 from layerbench import names
-from layerbench.decoding import STRATEGIES
 from layerbench.engine.attention import BACKENDS
 from layerbench.engine.linear_kernels import KERNELS
 from layerbench.models.loading import DTYPES
-
-
-def test_strategy_names():
-    assert names.STRATEGIES == tuple(STRATEGIES)
 
 
 def test_attention_backend_names():
