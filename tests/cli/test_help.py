@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from layerbench.decoding import STRATEGIES
 from layerbench.evaluation.datasets import DATASETS
 from layerbench.runs.arguments import GROUPS, build_parser, parse_args
 from layerbench.surgery.config import STAND_INS
@@ -48,7 +49,8 @@ def test_choices_come_from_the_registries():
     assert actions["dataset"].choices == list(DATASETS) == actions["calibration_dataset"].choices
     assert actions["prune_method"].choices == list(PRUNE_METHODS)
     assert actions["stand_in"].choices == list(STAND_INS)
-    assert actions["generation_strategy"].choices == ["autoregressive", "self_speculative"]
+    assert actions["generation_strategy"].choices == list(STRATEGIES)
+    assert {"autoregressive", "self_speculative", "layer_skip_speculative"} <= set(STRATEGIES)
     assert actions["linear_kernel"].choices == ["auto", "tuned", "torch", "few_row_mm"]
 
 
