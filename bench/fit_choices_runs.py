@@ -71,7 +71,7 @@ def agreement(engine: Engine, evaluated, exit_layer: int) -> float:
         ids = torch.tensor([prompt + ref])
         cache = engine.new_cache(ids.shape[1])
         h_exit = engine.run(cache, 0, 0, exit_layer, input_ids=ids, phase=PREFILL)
-        full = engine.logits(engine.run(cache, 0, exit_layer, engine.num_layers, hidden=h_exit, phase=PREFILL))
+        full = engine.logits(engine.run(cache, 0, exit_layer, engine.num_blocks, hidden=h_exit, phase=PREFILL))
         early = engine.exit_logits(h_exit, exit_layer)
         same += int((full.argmax(-1) == early.argmax(-1)).sum())
         total += ids.shape[1]
@@ -103,7 +103,7 @@ def adapter_rows(model, calib, evaluated, exit_layers: list[int]) -> list:
     engine = Engine(model)
     rows = []
     for E in exit_layers:
-        data = pairs(engine, calib, E, engine.num_layers - 1)
+        data = pairs(engine, calib, E, engine.num_blocks - 1)
         rows.append([E, "none", agreement(engine, evaluated, E)])
         for ridge, skip_first, weighting in itertools.product(*CHOICES.values()):
             W, b, _, _ = fit(data, ridge=ridge, skip_first=skip_first, weighting=weighting)

@@ -20,11 +20,11 @@ from layerbench.runs.run_log import environment
 def step_times(engine: Engine, context: int, rows: int, steps: int) -> tuple[float, float]:
     """(ms for all decoder layers, ms for norm + LM head) per step of `rows` new tokens."""
     cache = engine.new_cache(context + rows + 1)
-    engine.run(cache, 0, 0, engine.num_layers, input_ids=torch.randint(0, 1000, (1, context)))
+    engine.run(cache, 0, 0, engine.num_blocks, input_ids=torch.randint(0, 1000, (1, context)))
     ids = torch.full((1, rows), 5)
 
     def layers() -> torch.Tensor:
-        return engine.run(cache, context, 0, engine.num_layers, input_ids=ids, phase=VERIFY)
+        return engine.run(cache, context, 0, engine.num_blocks, input_ids=ids, phase=VERIFY)
 
     for _ in range(3):
         hidden = layers()

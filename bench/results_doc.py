@@ -208,10 +208,14 @@ SECTIONS = [
             "python bench/speed.py --samples 2 --max_tokens 40 --exit_layer 20 --num_speculations 4 --prune_n 6",
             "Every run alternates over the same prompts in one process; each column is one process. Ratios of "
             "different processes are not comparable beyond the 10-20% noise of this machine.", render_speed),
-    Section("Previous loop against the own-forward engine (bench/old_engine_vs_new.py)",
+    Section("Previous loop against the own-forward engine (bench/old_engine_vs_new.py, since removed)",
             "cpu/old_engine_vs_new_*.json",
-            "python bench/old_engine_vs_new.py --old_checkout DIR  (DIR: a checkout of commit 827625c with its venv)",
-            "The loop that called HF decoder layers (commit 827625c) and this engine, in one process.",
+            "python bench/old_engine_vs_new.py --old_checkout DIR  (DIR: a checkout of commit 827625c with its venv; "
+            "the script ran only against that commit and its transformers version, which the lock no longer has, "
+            "so it was removed: `git checkout 35faa24 -- bench/old_engine_vs_new.py bench/old_engine_runs.py` "
+            "restores it)",
+            "The loop that called HF decoder layers (commit 827625c) and this engine, in one process. The file "
+            "is kept as it was measured.",
             render_ratio_tables),
     Section("Linear kernels for few-row products (bench/linear_kernels.py)", "cpu/linear_kernels_*.json",
             "python bench/linear_kernels.py --rows 1 2 3 4 5 8 16 17",
@@ -251,7 +255,7 @@ SECTIONS = [
             "reference summaries; aclsum_summarize: greedy summaries scored by BLEU and chrF). Cells: value ± "
             "lm-eval's stderr where lm-eval gives one (it gives none for perplexities and corpus BLEU/chrF), and "
             "in brackets the change against the base model. Seconds are wall time including calibration, not a "
-            "speed comparison.", render_lm_eval_table),
+            "speed comparison.", render_lm_eval_table, per_sample=True),
     Section("lm-eval rolling perplexity: layerbench vs lm-eval's hf model (bench/lm_eval_speed.py)",
             "lm_eval/speed_*.json", "python bench/lm_eval_speed.py --rounds 3",
             "aclsum_ppl over the 100 aclsum test references, both models in one process, runs alternated after a "

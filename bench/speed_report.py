@@ -65,6 +65,12 @@ def ratios(stats: dict[str, Stats], variants: dict, removed_share: float, bound_
         "identity model: self_speculative / autoregressive": ident_speedup,
         "  theoretical bound (d+1)t_full/(d t_draft + t_full)": bound,
         "identity model: achieved fraction of bound": ident_speedup / bound,
+        f"layer_skip_speculative (draft skips the angular n={a.prune_n} layers) / ours_autoregressive":
+            tps["ours_layer_skip_speculative"] / tps["ours_autoregressive"],
+        "  identity skipped layers (every draft accepted) / identity_autoregressive (same compute)":
+            tps["identity_layer_skip_speculative"] / tps["identity_autoregressive"],
+        "  bound if verifying cost one full step: (d+1)/(d(1-s)+1), s = skipped time share":
+            (d + 1) / (d * (1 - removed_share) + 1),
     }
     for name in ("hf_generate_flash", "hf_assistant_early_exit"):
         if name in tps:
@@ -95,6 +101,7 @@ def checks(outputs: dict[str, list[list[int]]]) -> dict[str, bool]:
         "ours_self_speculative_adapter == ours_autoregressive": outputs["ours_self_speculative_adapter"] == ar,
         "identity self_speculative == identity autoregressive":
             outputs["identity_self_speculative"] == outputs["identity_autoregressive"],
+        "ours_layer_skip_speculative == ours_autoregressive": outputs["ours_layer_skip_speculative"] == ar,
         **{f"{name} == ours_autoregressive": outputs[name] == ar
            for name in ("ours_autoregressive_graphs", "ours_self_speculative_graphs") if name in outputs},
     }
@@ -112,7 +119,7 @@ def report(a, loaded, device, stats, outputs, variants, removed_share, bound) ->
     print()
     print(tabulate([[k, v] for k, v in c.items()], ["check", "ok"], tablefmt="github"))
     engine = variants["base_engine"]
-    print(f"\ncontext: {loaded.name}, {engine.num_layers} layers, E={a.exit_layer}, d={a.num_speculations}, "
+    print(f"\ncontext: {loaded.name}, {engine.num_blocks} layers, E={a.exit_layer}, d={a.num_speculations}, "
           f"{a.samples} prompts x {a.rounds} rounds, {a.max_tokens} tokens each, removed layers "
           f"{variants['removed']} ({removed_share:.1%} of generation time), weight-streaming bound "
           f"{bound['tokens_per_second']:.1f} tokens/s ({bound['gb_per_s']:.1f} GB/s, {bound['how']}), "

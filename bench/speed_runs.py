@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import sys
 import time
+import types
 from dataclasses import dataclass
 
 import torch
@@ -95,6 +96,8 @@ def build_variants(loaded: LoadedModel, calibration_ids: list[list[int]], a) -> 
     gated.apply()
     identity = copy.deepcopy(model)  # layers >= E add nothing (zeroed output maps), so every draft is accepted
     make_identity_layers(identity, range(E, L))
+    skip_identity = copy.deepcopy(model)  # the layers the layer-skip draft leaves out add nothing
+    make_identity_layers(skip_identity, removed)
     adapted = PruneModel(copy.deepcopy(model), tok, PruneConfig(method="base"), calibration)
     adapted.apply()
     adapter_report = install_exit_adapter(adapted, fit_exit_adapter(adapted, E))
@@ -105,8 +108,19 @@ def build_variants(loaded: LoadedModel, calibration_ids: list[list[int]], a) -> 
             "pruned_engine": Engine(pruned.model), "lowrank_engine": Engine(lowrank.model),
             "gated_engine": gated.attach(Engine(gated.model)), "gated_pruner": gated,
             "identity_engine": Engine(identity), "adapter_engine": Engine(adapted.model),
+            "skip_identity_engine": Engine(skip_identity),
             "removed": removed, "removed_positions": removed, "lowrank_report": lowrank_report,
             "adapter_report": adapter_report}
+
+
+def layer_skip_config(engine: Engine, loaded: LoadedModel, skip: list[int], a) -> GenerationConfig:
+    """The layer-skip strategy's settings for a draft that leaves out `skip` (original layers), through its own
+    configure, as benchmark.py --draft_skip_layers would prepare them."""
+    base = PruneModel(engine.model, loaded.tokenizer, PruneConfig())
+    base.apply()
+    flags = types.SimpleNamespace(max_steps=a.max_tokens, num_speculations=a.num_speculations,
+                                  draft_skip_layers=",".join(map(str, skip)), draft_skip=None)
+    return STRATEGIES["layer_skip_speculative"].configure(flags, base, engine, -1)
 
 
 def build_runners(loaded: LoadedModel, calibration_ids: list[list[int]], a) -> tuple[dict, dict]:
@@ -130,6 +144,11 @@ def build_runners(loaded: LoadedModel, calibration_ids: list[list[int]], a) -> t
         "identity_self_speculative": our_runner(v["identity_engine"], "self_speculative", ss),
         "identity_early_exit": our_runner(v["identity_engine"], "autoregressive",
                                           GenerationConfig(max_steps=T, exit_layer=E)),
+        "ours_layer_skip_speculative": our_runner(v["base_engine"], "layer_skip_speculative", layer_skip_config(
+            v["base_engine"], loaded, v["removed"], a)),
+        "identity_layer_skip_speculative": our_runner(v["skip_identity_engine"], "layer_skip_speculative",
+                                                      layer_skip_config(v["skip_identity_engine"], loaded,
+                                                                        v["removed"], a)),
     }
     if v["base_engine"].device.type == "cuda":
         runners["hf_generate_flash"] = hf_runner(loaded.model, loaded.tokenizer, T,

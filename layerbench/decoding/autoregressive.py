@@ -30,7 +30,7 @@ class Autoregressive(GenerationStrategy):
         return "early_exit" if exit_layer > 0 else "full_model"
 
     def static_shapes(self, engine: Engine, config: GenerationConfig) -> list[tuple[int, int, int, bool]]:
-        return [(0, config.exit_layer if config.exit_layer > 0 else engine.num_layers, 1, True)]
+        return [(0, config.exit_layer if config.exit_layer > 0 else engine.num_blocks, 1, True)]
 
     def generate(self, engine: Engine, prompt: torch.Tensor, config: GenerationConfig, chooser: TokenChooser,
                  stop: StopCondition, on_commit: CommitListener | None = None) -> GenerationResult:
@@ -40,7 +40,7 @@ class Autoregressive(GenerationStrategy):
     def _generate(self, engine: Engine, prompt: torch.Tensor, config: GenerationConfig, chooser: TokenChooser,
                   stop: StopCondition, on_commit: CommitListener | None) -> GenerationResult:
         early_exit = config.exit_layer > 0
-        last = config.exit_layer if early_exit else engine.num_layers
+        last = config.exit_layer if early_exit else engine.num_blocks
         exit_layer = config.exit_layer if early_exit else None
         clock = base.Clock(engine.devices)
         t0 = clock.now()

@@ -132,7 +132,7 @@ class LayerSkipSpeculative(SelfSpeculative):
                              f"{pruner.kept_layers[engine.blocks[0].position]}")
         first = skipped[0]
         segments: list[tuple[int, int]] = []  # the runs of blocks after `first` that the draft computes
-        for block in range(first, engine.num_layers):
+        for block in range(first, engine.num_blocks):
             if block in skipped:
                 continue
             if segments and segments[-1][1] == block:
@@ -160,7 +160,7 @@ class LayerSkipSpeculative(SelfSpeculative):
     def static_shapes(self, engine: Engine, config: GenerationConfig) -> list[tuple[int, int, int, bool]]:
         draft = [(a, b, 1, False) for a, b in config.settings.draft_segments]
         return [(0, config.exit_layer, 1, True)] + draft + [
-            (config.exit_layer, engine.num_layers, rows, False) for rows in range(1, config.num_speculations + 2)]
+            (config.exit_layer, engine.num_blocks, rows, False) for rows in range(1, config.num_speculations + 2)]
 
     @staticmethod
     def _draft_step(engine: Engine, cache: KVCache, pos: int, token: int, config: GenerationConfig):

@@ -76,7 +76,7 @@ class SelfSpeculative(GenerationStrategy):
         return super().configure(flags, pruner, engine, exit_block)
 
     def static_shapes(self, engine: Engine, config: GenerationConfig) -> list[tuple[int, int, int, bool]]:
-        E, L = config.exit_layer, engine.num_layers
+        E, L = config.exit_layer, engine.num_blocks
         # verification covers 1 .. d drafted tokens, plus the bonus row after a full round
         return [(0, E, 1, True)] + [(E, L, rows, False) for rows in range(1, config.num_speculations + 2)]
 
@@ -90,7 +90,7 @@ class SelfSpeculative(GenerationStrategy):
         d = config.num_speculations
         clock = base.Clock(engine.devices)
         t0 = clock.now()
-        cache, tokens, token = base.prefill(engine, prompt, self.capacity(prompt.shape[1], config), engine.num_layers,
+        cache, tokens, token = base.prefill(engine, prompt, self.capacity(prompt.shape[1], config), engine.num_blocks,
                                        chooser)
         ttft = clock.now() - t0
         generated = [token]
@@ -124,7 +124,7 @@ class SelfSpeculative(GenerationStrategy):
         if bonus:
             exit_hidden.append(engine.run(cache, pos + len(drafts), 0, E,
                                           input_ids=base.token_tensor(drafts[-1], engine.device), phase=DECODE))
-        hidden = engine.run(cache, pos, E, engine.num_layers, hidden=torch.cat(exit_hidden, dim=1), phase=VERIFY)
+        hidden = engine.run(cache, pos, E, engine.num_blocks, hidden=torch.cat(exit_hidden, dim=1), phase=VERIFY)
         logits = engine.logits(hidden)[0]  # row i predicts the token after input i (inputs: token, drafts...)
         new, num_accepted = accept(chooser, tokens, drafts, draft_probs, logits)
         return new, drafts, num_accepted

@@ -142,8 +142,9 @@ class Engine:
         return blocks
 
     @property
-    def num_layers(self) -> int:
-        """Blocks the engine runs in sequence (decoder layers plus any stand-ins)."""
+    def num_blocks(self) -> int:
+        """Blocks the engine runs in sequence: decoder layers plus any stand-ins (`num_decoder_layers` counts the
+        layers alone; flags and reports name ORIGINAL layer indices)."""
         return len(self.blocks)
 
     @property

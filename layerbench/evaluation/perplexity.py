@@ -34,10 +34,10 @@ def reference_nll(engine: Engine, prompt_ids: list[int], target_ids: list[int]) 
     device = engine.device
     cache = engine.new_cache(len(prompt_ids) + len(target_ids), shared=False)
     prompt = torch.tensor([prompt_ids], device=device)
-    hidden = [engine.run(cache, 0, 0, engine.num_layers, input_ids=prompt, phase=PREFILL)[:, -1:]]
+    hidden = [engine.run(cache, 0, 0, engine.num_blocks, input_ids=prompt, phase=PREFILL)[:, -1:]]
     if len(target_ids) > 1:
         forced = torch.tensor([target_ids[:-1]], device=device)
-        hidden.append(engine.run(cache, len(prompt_ids), 0, engine.num_layers, input_ids=forced, phase=DECODE))
+        hidden.append(engine.run(cache, len(prompt_ids), 0, engine.num_blocks, input_ids=forced, phase=DECODE))
     logits = engine.logits(torch.cat(hidden, dim=1))[0].float()
     nll = float(F.cross_entropy(logits, torch.tensor(target_ids, device=device), reduction="sum"))
     return {"nll_sum": nll, "tokens": len(target_ids), "perplexity": math.exp(nll / len(target_ids))}

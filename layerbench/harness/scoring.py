@@ -26,7 +26,7 @@ class Scorer:
 
     @property
     def last_block(self) -> int:
-        return self.exit_layer if self.exit_layer > 0 else self.engine.num_layers
+        return self.exit_layer if self.exit_layer > 0 else self.engine.num_blocks
 
     def _hidden(self, cache, start: int, ids: list[int], phase: str) -> torch.Tensor:
         tokens = torch.tensor([ids], device=self.engine.device)

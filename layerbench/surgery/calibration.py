@@ -58,7 +58,7 @@ def run_calibration(engine: Engine, sequences: list[list[int]], observer: Observ
             if on_sequence is not None:
                 on_sequence(k)
             ids = torch.tensor([seq], device=engine.device)
-            engine.run(engine.new_cache(len(seq), shared=False), 0, 0, engine.num_layers, input_ids=ids,
+            engine.run(engine.new_cache(len(seq), shared=False), 0, 0, engine.num_blocks, input_ids=ids,
                        phase=PREFILL)
     finally:
         engine.observers.remove(observer)
@@ -67,14 +67,14 @@ def run_calibration(engine: Engine, sequences: list[list[int]], observer: Observ
 def last_token_states(engine: Engine, sequences: list[list[int]]) -> torch.Tensor:
     """Hidden state entering each block plus the last block's output (before the final norm), at each sequence's
     last token, in float32: shape (num_blocks + 1, num_sequences, hidden)."""
-    states = torch.empty(engine.num_layers + 1, len(sequences), engine.embed_weight.shape[1])
+    states = torch.empty(engine.num_blocks + 1, len(sequences), engine.embed_weight.shape[1])
     index = {id(b): i for i, b in enumerate(engine.blocks)}
     current = [0]
 
     def observe(block, before, after, phase):
         i = index[id(block)]
         states[i, current[0]] = before[0, -1].float().cpu()
-        if i == engine.num_layers - 1:
+        if i == engine.num_blocks - 1:
             states[i + 1, current[0]] = after[0, -1].float().cpu()
 
     run_calibration(engine, sequences, observe, on_sequence=lambda k: current.__setitem__(0, k))

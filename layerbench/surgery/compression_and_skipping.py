@@ -103,7 +103,7 @@ class CompressionAndSkipping:
         saved, self.gate.per_sequence = self.gate.per_sequence, True
         try:
             ids = input_ids.to(engine.device)
-            engine.run(engine.new_cache(ids.shape[1]), 0, 0, engine.num_layers, input_ids=ids, phase=PREFILL)
+            engine.run(engine.new_cache(ids.shape[1]), 0, 0, engine.num_blocks, input_ids=ids, phase=PREFILL)
         finally:
             self.gate.per_sequence = saved
 

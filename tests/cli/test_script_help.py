@@ -73,3 +73,22 @@ def test_script_help_subprocess_is_fast(script):
     seconds = time.perf_counter() - t0
     assert proc.returncode == 0 and proc.stderr == "" and proc.stdout.startswith("usage: ")
     assert seconds < 5, f"{script} --help took {seconds:.1f} s"
+
+
+def test_bench_entry_point_lists_and_runs_experiments():
+    """`python -m bench` lists every experiment (a script with a main()) without torch; an unknown one, or a bad
+    flag of a known one, is one line and exit status 2."""
+    listing = subprocess.run([sys.executable, "-c", "import sys, runpy; sys.argv = ['bench']; "
+                              "runpy.run_module('bench', run_name='__main__')"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    import bench.__main__ as entry
+    assert all(f"  {name} " in listing.stdout for name in entry.EXPERIMENTS)
+    for module in entry.EXPERIMENTS.values():
+        with open(os.path.join(ROOT, "bench", f"{module}.py")) as f:
+            assert "\ndef main(" in f.read(), module
+    unknown = subprocess.run([sys.executable, "-m", "bench", "nope"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=60)
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: unknown experiment 'nope'")
+    bad = subprocess.run([sys.executable, "-m", "bench", "speed", "--samples", "0"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: argument --samples: must be >= 1, got 0"

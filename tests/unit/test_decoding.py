@@ -199,6 +199,28 @@ def test_tuner_takes_the_few_row_product_only_where_it_is_clearly_faster(monkeyp
     assert linear_kernels.tune_row_counts([torch.zeros(4, 4)], reps=2) == frozenset(range(12, 17))
 
 
+def test_tuner_on_real_kernels_chooses_whole_bands_and_computes_what_torch_computes():
+    """The real tuner, timing the real kernels on matrices of the embedded model's shapes: whatever it chooses
+    (timing decides, so no particular set is asserted) is a set of row counts in 1..16 that follows the measured
+    ones, and the tuned projection equals F.linear within fp32 rounding (rtol 1e-5, atol 1e-5) at every row count,
+    both at the chosen counts and with the few-row product forced at all of them."""
+    from layerbench.engine import linear_kernels
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(576, 1536)
+    weights = [linear.weight, torch.randn(576, 1536), torch.randn(192, 576)]
+    chosen = linear_kernels.tune_row_counts(weights, reps=1)
+    assert chosen <= frozenset(range(1, linear_kernels.MAX_ROWS + 1))
+    measured = [1, 2, 3, 4, 6, 8, 12, 16]
+    for n in range(1, linear_kernels.MAX_ROWS + 1):  # a row count follows the measured one at or below it
+        assert (n in chosen) == (max(m for m in measured if m <= n) in chosen)
+    for rows_chosen in (chosen, frozenset(range(1, linear_kernels.MAX_ROWS + 1))):
+        project = linear_kernels._tuned(rows_chosen)(linear)
+        for rows in range(1, 19):
+            x = torch.randn(1, rows, 576)
+            torch.testing.assert_close(project(x), torch.nn.functional.linear(x, linear.weight, linear.bias),
+                                       rtol=1e-5, atol=1e-5)
+
+
 class _LetterTokenizer:
     """Token i decodes to the i-th lowercase letter (mod 26): enough to exercise stop words."""
 

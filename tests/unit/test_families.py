@@ -66,7 +66,7 @@ def test_logits_match_hf_forward(name):
     prompt = prompt_ids(3, 40, VOCAB)  # longer than every sliding window here
     with torch.no_grad():
         expected = model(prompt).logits
-        hidden = engine.run(engine.new_cache(40), 0, 0, engine.num_layers, input_ids=prompt, phase=PREFILL)
+        hidden = engine.run(engine.new_cache(40), 0, 0, engine.num_blocks, input_ids=prompt, phase=PREFILL)
         ours = engine.logits(hidden)
     assert expected.abs().max() > 1  # not a degenerate model
     torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
@@ -113,7 +113,7 @@ def test_each_gpt2_attention_scale_changes_hf_output_and_ours_follows(name, fiel
     with torch.no_grad():
         on, off_logits = on_model(prompt).logits, off_model(prompt).logits
         engine = Engine(off_model)
-        ours_off = engine.logits(engine.run(engine.new_cache(20), 0, 0, engine.num_layers, input_ids=prompt,
+        ours_off = engine.logits(engine.run(engine.new_cache(20), 0, 0, engine.num_blocks, input_ids=prompt,
                                             phase=PREFILL))
     assert (on - off_logits).abs().max() > 0.05
     torch.testing.assert_close(ours_off, off_logits, atol=1e-4, rtol=1e-4)

@@ -55,7 +55,7 @@ def test_stand_in_replaces_the_removed_run_and_counts_its_parameters():
     assert run["relative_error_after"] < run["relative_error_before"]
     assert run["calibration_tokens"] > 0 and run["fit_seconds"] > 0
     engine = Engine(model)
-    assert engine.num_layers == with_stand_in.num_layers + 1 == with_stand_in.num_blocks
+    assert engine.num_blocks == with_stand_in.num_layers + 1 == with_stand_in.num_blocks
     # exit layers at or past the run's end include the stand-in; inside the run they do not
     start = b["removed_layers"][0]
     assert with_stand_in.map_exit_layer(start + 3) == start + 1 and with_stand_in.map_exit_layer(start + 1) == start
