@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
-import json
-import os
 
 from tabulate import tabulate
 
@@ -13,7 +10,6 @@ from layerbench.decoding import GenerationConfig
 from layerbench.engine.engine import Engine
 from layerbench.errors import UsageError
 from layerbench.models.loading import load_model
-from layerbench.runs.run_log import environment
 from layerbench.surgery.calibration import Calibration
 from layerbench.surgery.config import PruneConfig
 from layerbench.surgery.draft_vocabulary import choose_draft_vocabulary, install_draft_vocabulary
@@ -21,7 +17,8 @@ from layerbench.surgery.exit_adapter import fit_exit_adapter, install_exit_adapt
 from layerbench.surgery.prune_model import PruneModel
 from result_columns import DRAFT_CONFIDENCE_COLUMNS
 from speed_report import load_prompts
-from speed_runs import our_runner, run_alternating
+from runner import run_alternating, write_result
+from speed_runs import our_runner
 
 
 def run(a: argparse.Namespace) -> None:
@@ -58,11 +55,6 @@ def run(a: argparse.Namespace) -> None:
              s.mean_draft_length if s.rounds else None, outputs[name] == outputs["autoregressive"]]
             for name, s in stats.items()]
     print(tabulate(rows, DRAFT_CONFIDENCE_COLUMNS, tablefmt="github", floatfmt=".3f"))
-    os.makedirs(a.out, exist_ok=True)
-    path = os.path.join(a.out, f"draft_confidence_{datetime.datetime.now():%Y%m%d_%H%M%S}.json")
-    with open(path, "w") as f:
-        json.dump({"args": vars(a), "environment": environment(engine.device, 1), "model": loaded.name,
-                   "exit_adapter": adapter, "draft_vocabularies": vocabularies, "rows": rows,
-                   "stats": {n: vars(s) for n, s in stats.items()}}, f,
-                  indent=1)
-    print(f"wrote {path}")
+    write_result(a.out, "draft_confidence", {
+        "args": vars(a), "model": loaded.name, "exit_adapter": adapter, "draft_vocabularies": vocabularies,
+        "rows": rows, "stats": {n: vars(s) for n, s in stats.items()}}, engine.device)

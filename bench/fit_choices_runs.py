@@ -3,11 +3,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import itertools
-import json
 import math
-import os
 
 import torch
 from tabulate import tabulate
@@ -17,12 +14,12 @@ from layerbench.evaluation import datasets
 from layerbench.evaluation.perplexity import reference_ids, reference_nll
 from layerbench.models.addons import get_addons
 from layerbench.models.loading import load_model
-from layerbench.runs.run_log import environment
 from layerbench.surgery.calibration import Calibration, run_calibration
 from layerbench.surgery.config import PruneConfig
 from layerbench.surgery.linear_fit import ResidualFit, StandIn, residual_linear
 from layerbench.surgery.prune_model import PruneModel
 from result_columns import ADAPTER_COLUMNS, STAND_IN_COLUMNS
+from runner import write_result
 
 CHOICES = {"ridge": [1e-4, 1e-2, 1e-1], "skip_first": [False, True], "weighting": ["none", "inverse_norm"]}
 
@@ -121,10 +118,5 @@ def run(a: argparse.Namespace) -> None:
     print(tabulate(s_rows, STAND_IN_COLUMNS, tablefmt="github", floatfmt=".3f"))
     e_rows = adapter_rows(loaded.model, calib, evaluated, a.exit_layers)
     print(tabulate(e_rows, ADAPTER_COLUMNS, tablefmt="github", floatfmt=".3f"))
-    os.makedirs(a.out, exist_ok=True)
-    path = os.path.join(a.out, f"fit_choices_{datetime.datetime.now():%Y%m%d_%H%M%S}.json")
-    with open(path, "w") as f:
-        json.dump({"args": vars(a), "environment": environment(torch.device("cpu"), 1), "model": loaded.name,
-                   "context": context, "stand_in": s_rows,
-                   "exit_adapter": e_rows}, f, indent=1)
-    print(f"wrote {path}")
+    write_result(a.out, "fit_choices", {"args": vars(a), "model": loaded.name, "context": context,
+                                        "stand_in": s_rows, "exit_adapter": e_rows})

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
 import time
 
 import torch
@@ -13,7 +10,7 @@ from tabulate import tabulate
 from layerbench.engine.engine import VERIFY, Engine, EngineOptions
 from layerbench.engine.linear_kernels import KERNELS
 from layerbench.models.families import get_family
-from layerbench.runs.run_log import environment
+from runner import write_result
 
 
 @torch.inference_mode()
@@ -93,12 +90,8 @@ def run(a: argparse.Namespace) -> None:
     print(f"tuned kernel uses the few-row product at rows {engines['tuned'].kernel.detail['few_row_mm_rows']}")
     print(f"context: {model.config.num_hidden_layers} layers, {a.context} cached tokens, best of {a.rounds} "
           f"alternating rounds x {a.steps} steps, {torch.get_num_threads()} threads")
-    os.makedirs(a.out, exist_ok=True)
-    path = os.path.join(a.out, f"linear_kernels_{datetime.datetime.now():%Y%m%d_%H%M%S}.json")
-    with open(path, "w") as f:
-        json.dump({"args": vars(a), "environment": environment(torch.device("cpu"), 1),
-                   "columns": ["rows", "layers_ms_torch", "layers_ms_few_row_mm", "layers_ms_tuned", "head_ms_torch",
-                               "head_ms_few_row_mm", "head_ms_tuned", "fusion_speedup_torch",
-                               "fusion_speedup_few_row_mm"], "rows": table,
-                   "tuned_few_row_mm_rows": engines["tuned"].kernel.detail["few_row_mm_rows"]}, f, indent=1)
-    print(f"wrote {path}")
+    write_result(a.out, "linear_kernels", {
+        "args": vars(a), "columns": ["rows", "layers_ms_torch", "layers_ms_few_row_mm", "layers_ms_tuned",
+                                     "head_ms_torch", "head_ms_few_row_mm", "head_ms_tuned", "fusion_speedup_torch",
+                                     "fusion_speedup_few_row_mm"], "rows": table,
+        "tuned_few_row_mm_rows": engines["tuned"].kernel.detail["few_row_mm_rows"]})

@@ -7,7 +7,6 @@ a warm-up, so the ratio is measured side by side. Both must give the same perple
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import sys
@@ -16,6 +15,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from layerbench.errors import OneLineArgumentParser, positive_int, run_script  # noqa: E402
+from runner import write_result  # noqa: E402
 
 TASK = "aclsum_ppl"
 
@@ -63,15 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"args": vars(a), "task": TASK, "documents": a.limit, "seconds": seconds, "best_seconds": best,
            "ratio_layerbench_over_hf": best["layerbench"] / best["hf"], "metrics": metrics,
            "same_perplexity": all(abs(metrics["layerbench"][k] - v) <= 1e-4 * abs(v) for k, v in metrics["hf"].items()),
-           "load_average_1_5_15": os.getloadavg(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-           "torch": torch.__version__}
-    os.makedirs(a.out, exist_ok=True)
-    path = os.path.join(a.out, f"speed_{datetime.datetime.now():%Y%m%d_%H%M%S}.json")
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=1)
-    print(json.dumps({k: doc[k] for k in ("best_seconds", "ratio_layerbench_over_hf", "same_perplexity",
-                                          "load_average_1_5_15")}))
-    print(f"wrote {path}")
+           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    print(json.dumps({k: doc[k] for k in ("best_seconds", "ratio_layerbench_over_hf", "same_perplexity")}))
+    write_result(a.out, "speed", doc)
     return 0
 
 

@@ -8,8 +8,6 @@ its wall time; bench/results_doc.py renders it with the change against the base 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import sys
 import time
@@ -17,6 +15,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from layerbench.errors import OneLineArgumentParser, UsageError, run_script  # noqa: E402
+from runner import write_result  # noqa: E402
 
 # name -> model_args (benchmark.py flags); the calibration is the benchmark's default (32 aclsum train texts)
 CONFIGURATIONS = {
@@ -77,11 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"command": "python bench/lm_eval_table.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "limits": limits, "rows": rows, "torch": torch.__version__, "cpu_count": os.cpu_count(),
            "model": "SmolLM2-135M-Instruct (embedded)"}
-    os.makedirs(a.out, exist_ok=True)
-    path = os.path.join(a.out, f"table_{datetime.datetime.now():%Y%m%d_%H%M%S}.json")
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=1)
-    print(f"wrote {path}")
+    write_result(a.out, "table", doc)
     return 0
 
 

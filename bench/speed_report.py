@@ -3,8 +3,6 @@ the JSON under results/."""
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import sys
 
@@ -13,9 +11,8 @@ from tabulate import tabulate
 from layerbench.errors import UsageError
 from layerbench.evaluation import datasets
 from layerbench.models.loading import load_model
-from layerbench.runs.run_log import environment
-from speed_runs import (Stats, add_graph_runners, build_runners, removed_time_share, run_alternating,
-                        weight_streaming_bound)
+from runner import Stats, run_alternating, write_result
+from speed_runs import add_graph_runners, build_runners, removed_time_share, weight_streaming_bound
 
 
 def load_prompts(a: argparse.Namespace, tokenizer) -> tuple[list[list[int]], list[list[int]]]:
@@ -65,13 +62,15 @@ def ratios(stats: dict[str, Stats], variants: dict, removed_share: float, bound_
         "identity model: self_speculative / autoregressive": ident_speedup,
         "  theoretical bound (d+1)t_full/(d t_draft + t_full)": bound,
         "identity model: achieved fraction of bound": ident_speedup / bound,
-        f"layer_skip_speculative (draft skips the angular n={a.prune_n} layers) / ours_autoregressive":
-            tps["ours_layer_skip_speculative"] / tps["ours_autoregressive"],
-        "  identity skipped layers (every draft accepted) / identity_autoregressive (same compute)":
-            tps["identity_layer_skip_speculative"] / tps["identity_autoregressive"],
-        "  bound if verifying cost one full step: (d+1)/(d(1-s)+1), s = skipped time share":
-            (d + 1) / (d * (1 - removed_share) + 1),
     }
+    if "ours_layer_skip_speculative" in tps:
+        out.update({
+            f"layer_skip_speculative (draft skips the angular n={a.prune_n} layers) / ours_autoregressive":
+                tps["ours_layer_skip_speculative"] / tps["ours_autoregressive"],
+            "  identity skipped layers (every draft accepted) / identity_autoregressive (same compute)":
+                tps["identity_layer_skip_speculative"] / tps["identity_autoregressive"],
+            "  bound if verifying cost one full step: (d+1)/(d(1-s)+1), s = skipped time share":
+                (d + 1) / (d * (1 - removed_share) + 1)})
     for name in ("hf_generate_flash", "hf_assistant_early_exit"):
         if name in tps:
             out[f"ours_autoregressive / {name}"] = tps["ours_autoregressive"] / tps[name]
@@ -101,9 +100,10 @@ def checks(outputs: dict[str, list[list[int]]]) -> dict[str, bool]:
         "ours_self_speculative_adapter == ours_autoregressive": outputs["ours_self_speculative_adapter"] == ar,
         "identity self_speculative == identity autoregressive":
             outputs["identity_self_speculative"] == outputs["identity_autoregressive"],
-        "ours_layer_skip_speculative == ours_autoregressive": outputs["ours_layer_skip_speculative"] == ar,
+
         **{f"{name} == ours_autoregressive": outputs[name] == ar
-           for name in ("ours_autoregressive_graphs", "ours_self_speculative_graphs") if name in outputs},
+           for name in ("ours_autoregressive_graphs", "ours_self_speculative_graphs", "ours_layer_skip_speculative")
+           if name in outputs},
     }
 
 
@@ -125,17 +125,13 @@ def report(a, loaded, device, stats, outputs, variants, removed_share, bound) ->
           f"{bound['tokens_per_second']:.1f} tokens/s ({bound['gb_per_s']:.1f} GB/s, {bound['how']}), "
           f"linear kernel {engine.linear_kernel} {engine.kernel.detail}, device {device}, dtype {engine.dtype}")
     out_dir = a.out or os.path.join("results", "gpu" if device.type == "cuda" else "cpu")
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"speed_{datetime.datetime.now():%Y%m%d_%H%M%S}.json")
-    doc = {"args": vars(a), "environment": environment(device, 1), "model": loaded.name,
+    doc = {"args": vars(a), "model": loaded.name,
            "stats": {n: vars(s) for n, s in stats.items()},
            "tokens_per_second": {n: s.tokens_per_second for n, s in stats.items()}, "ratios": r, "checks": c,
            "removed_layers": variants["removed"], "removed_time_share": removed_share,
            "weight_streaming_bound": bound, "linear_kernel": [engine.linear_kernel, engine.kernel.detail],
            "exit_adapter": variants["adapter_report"], "cuda_graphs": variants["cuda_graphs"]}
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=1)
-    print(f"wrote {path}")
+    write_result(out_dir, "speed", doc, device)
 
 
 def run(a: argparse.Namespace) -> None:

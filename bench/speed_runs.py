@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import sys
 import time
 import types
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -24,38 +22,7 @@ from layerbench.surgery.draft_vocabulary import choose_draft_vocabulary, install
 from layerbench.surgery.exit_adapter import fit_exit_adapter, install_exit_adapter
 from layerbench.surgery.layers import make_identity_layers
 from layerbench.surgery.prune_model import PruneModel
-
-
-@dataclass
-class Stats:
-    tokens: int = 0
-    seconds: float = 0.0
-    decode_seconds: float = 0.0
-    decode_tokens: int = 0
-    drafted: int = 0
-    accepted: int = 0
-    rounds: int = 0
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.tokens / self.seconds
-
-    @property
-    def decode_time_per_token(self) -> float:
-        return self.decode_seconds / self.decode_tokens
-
-    @property
-    def acceptance(self) -> float:
-        return self.accepted / self.drafted
-
-    @property
-    def mean_draft_length(self) -> float:
-        return self.drafted / self.rounds
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from runner import sync
 
 
 def hf_runner(model, tokenizer, tokens: int, backend=None, **extra):
@@ -144,12 +111,13 @@ def build_runners(loaded: LoadedModel, calibration_ids: list[list[int]], a) -> t
         "identity_self_speculative": our_runner(v["identity_engine"], "self_speculative", ss),
         "identity_early_exit": our_runner(v["identity_engine"], "autoregressive",
                                           GenerationConfig(max_steps=T, exit_layer=E)),
-        "ours_layer_skip_speculative": our_runner(v["base_engine"], "layer_skip_speculative", layer_skip_config(
-            v["base_engine"], loaded, v["removed"], a)),
-        "identity_layer_skip_speculative": our_runner(v["skip_identity_engine"], "layer_skip_speculative",
-                                                      layer_skip_config(v["skip_identity_engine"], loaded,
-                                                                        v["removed"], a)),
     }
+    if min(v["removed"]) > 0:  # the layer-skip draft must compute the first layer
+        runners["ours_layer_skip_speculative"] = our_runner(v["base_engine"], "layer_skip_speculative",
+                                                            layer_skip_config(v["base_engine"], loaded, v["removed"], a))
+        runners["identity_layer_skip_speculative"] = our_runner(
+            v["skip_identity_engine"], "layer_skip_speculative",
+            layer_skip_config(v["skip_identity_engine"], loaded, v["removed"], a))
     if v["base_engine"].device.type == "cuda":
         runners["hf_generate_flash"] = hf_runner(loaded.model, loaded.tokenizer, T,
                                                  torch.nn.attention.SDPBackend.FLASH_ATTENTION)
@@ -177,33 +145,6 @@ def add_graph_runners(runners: dict, loaded: LoadedModel, prompts: list[list[int
         if engine.static is not None:
             runners[name] = our_runner(engine, strategy, config)
     return statuses
-
-
-def run_alternating(runners: dict, prompts: list[list[int]], rounds: int
-                    ) -> tuple[dict[str, Stats], dict[str, list[list[int]]]]:
-    """Warm every runner up, then time them in rotating order over the prompts, `rounds` times."""
-    for run in runners.values():
-        run(prompts[0][:64])
-    stats = {name: Stats() for name in runners}
-    outputs: dict[str, list[list[int]]] = {name: [] for name in runners}
-    names = list(runners)
-    for r in range(rounds):
-        for i, prompt in enumerate(prompts):
-            shift = (r + i) % len(names)
-            for name in names[shift:] + names[:shift]:  # rotate to spread drift
-                tokens, seconds, res = runners[name](prompt)
-                s = stats[name]
-                s.tokens += len(tokens)
-                s.seconds += seconds
-                if res is not None:
-                    s.decode_seconds += res.total_time - res.time_to_first_token
-                    s.decode_tokens += len(tokens) - 1
-                    s.drafted, s.accepted = s.drafted + res.num_drafted, s.accepted + res.num_accepted
-                    s.rounds += getattr(res, "num_rounds", 0)  # (results of older code have none)
-                if r == 0:
-                    outputs[name].append(tokens)
-            print(f"round {r + 1}/{rounds} prompt {i + 1}/{len(prompts)} done", file=sys.stderr)
-    return stats, outputs
 
 
 class _TimedBlock:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import itertools
-import json
 import os
 import shlex
 import sys
@@ -25,7 +23,8 @@ from layerbench.surgery.config import PruneConfig
 from layerbench.surgery.exit_adapter import fit_exit_adapter, install_exit_adapter
 from layerbench.surgery.prune_model import PruneModel
 from speed_report import load_prompts
-from speed_runs import Stats, our_runner, run_alternating
+from runner import Stats, result_stem, run_alternating, write_result
+from speed_runs import our_runner
 from sweep_exit_plot import plot_sweep
 
 AUTOREGRESSIVE = "autoregressive"
@@ -75,15 +74,13 @@ def cell_rows(cells: list[Cell], stats: dict[str, Stats], outputs: dict[str, lis
 
 def write(a: argparse.Namespace, rows: list[dict], doc: dict) -> dict[str, str]:
     """CSV, JSON and the two PNGs under --out; returns their paths."""
-    os.makedirs(a.out, exist_ok=True)
-    stem = os.path.join(a.out, f"sweep_exit_{a.exit_adapter}_{datetime.datetime.now():%Y%m%d_%H%M%S}")
+    stem = result_stem(a.out, f"sweep_exit_{a.exit_adapter}")
     paths = {"csv": stem + ".csv", "json": stem + ".json"}
     frame = pd.DataFrame(rows)
     frame.to_csv(paths["csv"], index=False)
     paths.update(plot_sweep(frame, stem))
     doc["files"] = {k: os.path.basename(p) for k, p in paths.items()}
-    with open(paths["json"], "w") as f:
-        json.dump(doc, f, indent=1)
+    write_result(a.out, "", doc, stem=stem)
     return paths
 
 
@@ -102,7 +99,7 @@ def run(a: argparse.Namespace) -> None:
     best = max(rows, key=lambda r: r["speedup"])
     doc = {"what": "self-speculative decoding over exit layer x speculations, alternated with autoregressive "
                    "decoding in one process", "command": "python bench/sweep_exit.py " + shlex.join(sys.argv[1:]),
-           "args": vars(a), "model": loaded.name, "environment": environment(engine.device, 1),
+           "args": vars(a), "model": loaded.name, "environment": environment(engine.device, 1),  # the engine's
            "num_layers": loaded.model.config.num_hidden_layers, "prompts": len(prompts),
            "autoregressive_tokens_per_second": stats[AUTOREGRESSIVE].tokens_per_second,
            "all_greedy_equal": all(r["greedy_equal_to_autoregressive"] for r in rows), "best": best, "rows": rows,

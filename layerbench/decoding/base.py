@@ -7,8 +7,6 @@ import time
 import torch
 
 from layerbench.decoding.sampling import StopCondition, TokenChooser
-from layerbench.decoding.strategy import (CommitListener, GenerationConfig, GenerationResult,  # noqa: F401
-                                          GenerationStrategy)
 from layerbench.engine.engine import PREFILL, Engine
 from layerbench.engine.kv_cache import KVCache
 

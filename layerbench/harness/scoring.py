@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from layerbench.engine.engine import DECODE, PREFILL, Engine
 

@@ -4,8 +4,7 @@ The checks of flag values live in `layerbench.runs.flag_checks`."""
 from __future__ import annotations
 
 import argparse
-import typing
-from dataclasses import asdict, dataclass, fields, make_dataclass
+from dataclasses import asdict, dataclass, make_dataclass
 from typing import Optional
 
 from layerbench import names

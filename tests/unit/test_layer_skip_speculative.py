@@ -7,7 +7,6 @@ import os
 import random
 
 import pytest
-import torch
 
 import benchmark
 from layerbench.decoding import STRATEGIES
