@@ -105,7 +105,8 @@ def adapter_rows(model, calib, evaluated, exit_layers: list[int]) -> list:
         for ridge, skip_first, weighting in itertools.product(*CHOICES.values()):
             W, b, _, _ = fit(data, ridge=ridge, skip_first=skip_first, weighting=weighting)
             adapted = Engine(model)
-            adapted.exit_adapters[E] = residual_linear(W, b, next(model.parameters()))
+            like = next(model.parameters())  # the engine keeps (projection, device) per exit layer
+            adapted.exit_adapters[E] = (residual_linear(W, b, like), like.device)
             rows.append([E, f"ridge={ridge} position 0 in the fit: {not skip_first}, weighting={weighting}",
                          agreement(adapted, evaluated, E)])
     return rows
