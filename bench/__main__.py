@@ -1,8 +1,9 @@
 """`python -m bench <experiment> [flags]`: one entry point for every measurement; `python -m bench` lists them.
 
-Each experiment is a script in this folder with a `main()` that reads its own flags, writes its JSON under
-results/, and whose section of docs/RESULTS.md is rendered by `python -m bench results_doc`. The scripts still
-run on their own (`python bench/speed.py ...`), as the README's older commands do.
+Each experiment is a script in this folder with a `main()` that reads its own flags and writes its JSON under
+results/ (through `runner.py`), and a `SECTION` beside it: its part of docs/RESULTS.md (the files it reads, the
+command that wrote them, its renderer), which `python -m bench results_doc` writes. The scripts still run on
+their own (`python bench/speed.py ...`), as the README's older commands do.
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ import os
 import sys
 
 from layerbench.errors import OneLineArgumentParser, UsageError, run_script
+from doc_tables import Section, table
 
 
 def read_run(directory: str) -> tuple[dict, list[dict]]:
@@ -76,6 +77,22 @@ def main() -> None:
     for t, r in runs.items():
         print(f"{t:12s} identical predictions {r['identical_predictions']}/{r['samples']}")
     print(f"wrote {a.out}", file=sys.stderr)
+
+
+def render(files: list[tuple[str, dict]]) -> str:
+    out = []
+    for path, doc in files:
+        rows = [[name, " ".join(r["flags"]) or "(base)", f"{r['identical_predictions']}/{r['samples']}",
+                 r.get("removed_layers", [[]])[0], r.get("acceptance_rate", [None])[0]]
+                for name, r in doc["runs"].items()]
+        out.append(f"`{os.path.basename(path)}`: {doc['what']}\n\n"
+                   + table(rows, ["run", "flags", "identical predictions", "removed layers", "acceptance"]))
+    return "\n\n".join(out)
+
+
+SECTION = Section("Greedy outputs before and after the own forward", "equivalence/*.json",
+                  "python benchmark.py --num_samples 3 --max_steps 48 --seed 7 <flags>, once per checkout",
+                  "Predictions of the loop that called HF decoder layers against this engine's.", render)
 
 
 if __name__ == "__main__":

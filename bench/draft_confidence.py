@@ -8,9 +8,11 @@ in ONE process on the same prompts (the adapter and the vocabulary come from the
 from __future__ import annotations
 
 import argparse
+import os
 
 from bench_flags import add_side_by_side_flags
 from layerbench.errors import OneLineArgumentParser, non_negative_int, run_script
+from doc_tables import Section, table
 
 
 def parse() -> argparse.Namespace:
@@ -29,6 +31,24 @@ def main() -> None:
     a = parse()
     from draft_confidence_runs import run  # heavy imports after the flags are read
     run(a)
+
+
+DRAFT_CONFIDENCE_COLUMNS = ["run", "tokens/s vs autoregressive", "acceptance", "mean draft length",
+                            "same tokens as autoregressive"]
+
+
+def render(files: list[tuple[str, dict]]) -> str:
+    return "\n\n".join(f"`{os.path.basename(p)}`, exit adapter fit: relative error "
+                       f"{d['exit_adapter']['relative_error_before']:.3f} -> "
+                       f"{d['exit_adapter']['relative_error_after']:.3f} in {d['exit_adapter']['fit_seconds']:.1f} s:"
+                       f"\n\n" + table(d["rows"], DRAFT_CONFIDENCE_COLUMNS) for p, d in files)
+
+
+SECTION = Section("Adaptive draft length and draft vocabulary (bench/draft_confidence.py)",
+                  "cpu/draft_confidence_*.json",
+                  "python bench/draft_confidence.py  (the second file: --confidences 0.5 0.6 0.7 --vocabularies 0 2048 8192)",
+                  "Self-speculative decoding at E=20, d=4 with a fitted exit adapter, against autoregressive decoding in "
+                  "the same process.", render)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from layerbench.surgery.config import PruneConfig
 from layerbench.surgery.draft_vocabulary import choose_draft_vocabulary, install_draft_vocabulary
 from layerbench.surgery.exit_adapter import fit_exit_adapter, install_exit_adapter
 from layerbench.surgery.prune_model import PruneModel
-from result_columns import DRAFT_CONFIDENCE_COLUMNS
+from draft_confidence import DRAFT_CONFIDENCE_COLUMNS
 from speed_report import load_prompts
 from runner import run_alternating, write_result
 from speed_runs import our_runner

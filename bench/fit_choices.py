@@ -9,8 +9,10 @@ evaluation on test samples, so no fit sees an evaluated sample.
 from __future__ import annotations
 
 import argparse
+import os
 
 from layerbench.errors import OneLineArgumentParser, positive_int, run_script
+from doc_tables import Section, table
 
 
 def parse() -> argparse.Namespace:
@@ -34,6 +36,23 @@ def main() -> None:
     a = parse()
     from fit_choices_runs import run  # torch and transformers are imported after the flags are read
     run(a)
+
+
+STAND_IN_COLUMNS = ["model", "fit error (rel.)", "test perplexity", "log-ppl increase recovered"]
+ADAPTER_COLUMNS = ["exit layer", "adapter", "top-1 agreement with the full model"]
+
+
+def render(files: list[tuple[str, dict]]) -> str:
+    return "\n\n".join(f"`{os.path.basename(p)}`, angular n={d['args']['prune_n']} removes "
+                       f"{d['context']['removed_layers']}:\n\n" + table(d["stand_in"], STAND_IN_COLUMNS) + "\n\n"
+                       + table(d["exit_adapter"], ADAPTER_COLUMNS) for p, d in files)
+
+
+SECTION = Section("Fitting choices for stand-ins and exit adapters (bench/fit_choices.py)", "quality/fit_choices_*.json",
+                  "python bench/fit_choices.py --prune_n 6 --exit_layers 20 24",
+                  "Calibration on 32 aclsum train texts, evaluation on 20 test samples (test perplexity of the reference "
+                  "given the chat prompt). The first file predates the position-0 constant update: its `skip_first=True` "
+                  "rows leave position 0 out of the map without giving it an update of its own.", render)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from layerbench.surgery.calibration import Calibration, run_calibration
 from layerbench.surgery.config import PruneConfig
 from layerbench.surgery.linear_fit import ResidualFit, StandIn, residual_linear
 from layerbench.surgery.prune_model import PruneModel
-from result_columns import ADAPTER_COLUMNS, STAND_IN_COLUMNS
+from fit_choices import ADAPTER_COLUMNS, STAND_IN_COLUMNS
 from runner import write_result
 
 CHOICES = {"ridge": [1e-4, 1e-2, 1e-1], "skip_first": [False, True], "weighting": ["none", "inverse_norm"]}

@@ -7,8 +7,10 @@ fusing q/k/v and gate/up into one product per input would gain.
 from __future__ import annotations
 
 import argparse
+import os
 
 from layerbench.errors import OneLineArgumentParser, positive_int, run_script
+from doc_tables import Section, table
 
 
 def parse() -> argparse.Namespace:
@@ -34,6 +36,20 @@ def main() -> None:
     a = parse()
     from linear_kernels_runs import run  # torch and transformers are imported after the flags are read
     run(a)
+
+
+def render(files: list[tuple[str, dict]]) -> str:
+    out = []
+    for path, doc in files:
+        out.append(f"`{os.path.basename(path)}` (tuned kernel picks the few-row product at rows "
+                   f"{doc.get('tuned_few_row_mm_rows')}):\n\n" + table(doc["rows"], doc["columns"], ".2f"))
+    return "\n\n".join(out)
+
+
+SECTION = Section("Linear kernels for few-row products (bench/linear_kernels.py)", "cpu/linear_kernels_*.json",
+                  "python bench/linear_kernels.py --rows 1 2 3 4 5 8 16 17",
+                  "Milliseconds per step over all decoder layers and over the LM head; the last two columns time the "
+                  "q/k/v and gate/up products as one fused matrix against separate ones.", render)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from layerbench.errors import OneLineArgumentParser, positive_int, run_script  # noqa: E402
 from runner import write_result  # noqa: E402
+from doc_tables import Section, table  # noqa: E402
 
 TASK = "aclsum_ppl"
 
@@ -67,6 +68,22 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: doc[k] for k in ("best_seconds", "ratio_layerbench_over_hf", "same_perplexity")}))
     write_result(a.out, "speed", doc)
     return 0
+
+
+def render(files: list[tuple[str, dict]]) -> str:
+    body = [[os.path.basename(p), d["documents"], d["args"]["batch_size"], f"{d['best_seconds']['hf']:.1f}",
+             f"{d['best_seconds']['layerbench']:.1f}", f"{d['ratio_layerbench_over_hf']:.3f}", d["same_perplexity"],
+             " ".join(f"{x:.1f}" for x in d["load_average_1_5_15"])] for p, d in files]
+    return table(body, ["file", "documents", "batch size", "hf s (best)", "layerbench s (best)",
+                        "layerbench / hf", "same perplexity", "load average"])
+
+
+SECTION = Section("lm-eval rolling perplexity: layerbench vs lm-eval's hf model (bench/lm_eval_speed.py)",
+                  "lm_eval/speed_*.json", "python bench/lm_eval_speed.py --rounds 3",
+                  "aclsum_ppl over the 100 aclsum test references, both models in one process, runs alternated after a "
+                  "warm-up; the best of the rounds. The first file ran while other jobs loaded the machine (load "
+                  "average above 3); the second ran on an idle machine before the scorer batched lone requests into "
+                  "padded passes, the third after.", render)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from layerbench.errors import OneLineArgumentParser, UsageError, run_script  # noqa: E402
 from runner import write_result  # noqa: E402
+from doc_tables import Section, table  # noqa: E402
 
 # name -> model_args (benchmark.py flags); the calibration is the benchmark's default (32 aclsum train texts)
 CONFIGURATIONS = {
@@ -78,6 +79,41 @@ def main(argv: list[str] | None = None) -> int:
            "model": "SmolLM2-135M-Instruct (embedded)"}
     write_result(a.out, "table", doc)
     return 0
+
+
+def metric_cell(entry: dict, base: dict | None) -> str:
+    value, stderr = entry["value"], entry.get("stderr")
+    text = f"{value:.4g}" + (f" ± {stderr:.2g}" if stderr else "")
+    if base is not None and base is not entry:
+        text += f" ({value - base['value']:+.3g})"
+    return text
+
+
+def render(files: list[tuple[str, dict]]) -> str:
+    out = []
+    for path, doc in files:
+        rows = doc["rows"]
+        columns = [(task, metric) for task, entry in rows[0]["tasks"].items() for metric in entry["metrics"]]
+        base = next((r for r in rows if r["name"] == "base"), None)
+        body = [[r["name"], r["num_parameters"], r["prune"]["num_layers_after"],
+                 *(metric_cell(r["tasks"][t]["metrics"][m], base["tasks"][t]["metrics"][m] if base else None)
+                   for t, m in columns), f"{r['seconds']:.0f}"] for r in rows]
+        limits = ", ".join(f"{t} {n}" for t, n in doc["limits"].items())
+        out.append(f"`{os.path.basename(path)}` ({doc['model']}; documents per task: {limits}). Command: "
+                   f"`{doc['command'].strip()}`\n\n"
+                   + table(body, ["configuration", "parameters", "layers", *(f"{t} {m}" for t, m in columns),
+                                  "seconds"], floatfmt=".4g"))
+    return "\n\n".join(out)
+
+
+SECTION = Section("Every configuration on the local lm-eval tasks (bench/lm_eval_table.py)", "lm_eval/table_*.json",
+                  "python bench/lm_eval_table.py",
+                  "lm-eval's own evaluator through the `layerbench` model, one process, on the offline tasks in tasks/ "
+                  "(aclsum_mc: which of four summaries belongs to an abstract; aclsum_ppl: rolling perplexity of the "
+                  "reference summaries; aclsum_summarize: greedy summaries scored by BLEU and chrF). Cells: value ± "
+                  "lm-eval's stderr where lm-eval gives one (it gives none for perplexities and corpus BLEU/chrF), and "
+                  "in brackets the change against the base model. Seconds are wall time including calibration, not a "
+                  "speed comparison.", render, per_sample=True)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,11 @@ accepted) against the theoretical bound. Ratios are the result; absolute numbers
 from __future__ import annotations
 
 import argparse
+import os
 
 from bench_flags import add_side_by_side_flags
 from layerbench.errors import OneLineArgumentParser, non_negative_int, positive_int, run_script
+from doc_tables import Section, render_ratio_tables
 
 
 def parse() -> argparse.Namespace:
@@ -40,6 +42,17 @@ def main() -> None:
     a = parse()
     from speed_report import run  # the heavy imports come after the flags, so a bad flag is answered at once
     run(a)
+
+
+def render(files: list[tuple[str, dict]]) -> str:
+    kernels = [f"{os.path.basename(p)}: linear kernel {d.get('linear_kernel')}" for p, d in files]
+    return render_ratio_tables(files) + "\n\n" + "\n".join(f"- {k}" for k in kernels)
+
+
+SECTION = Section("Speed on CPU (bench/speed.py)", "cpu/speed_*.json",
+                  "python bench/speed.py --samples 2 --max_tokens 40 --exit_layer 20 --num_speculations 4 --prune_n 6",
+                  "Every run alternates over the same prompts in one process; each column is one process. Ratios of "
+                  "different processes are not comparable beyond the 10-20% noise of this machine.", render)
 
 
 if __name__ == "__main__":
