@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from layerbench.errors import UsageError
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -43,6 +45,22 @@ class Target(Protocol):
 
 def no_check(config: Any) -> None:
     return None
+
+
+def check_prune_n(method: str) -> Callable[[Any], None]:
+    """The `validate` of a method that removes --prune_n layers: n >= 1 (the depth is checked by `prune_n_of`)."""
+    def check(config: Any) -> None:
+        if config.prune_n is None or config.prune_n < 1:
+            raise UsageError(f"--prune_n must be >= 1 for --prune_method {method}, got {config.prune_n}")
+    return check
+
+
+def prune_n_of(target: Target) -> int:
+    """--prune_n, checked against the layers the model has now."""
+    n = target.config.prune_n
+    if not 1 <= n < target.num_decoder_layers:
+        raise UsageError(f"--prune_n must satisfy 1 <= n < {target.num_decoder_layers} (model layers), got {n}")
+    return n
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,8 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from layerbench.errors import UsageError
 from layerbench.flags import option
-from layerbench.surgery.method import Decision, PruneMethod, Target
+from layerbench.surgery.method import Decision, PruneMethod, Target, check_prune_n, prune_n_of
 
 
 @dataclass
@@ -28,16 +27,9 @@ def angular_distances(states, n: int) -> list[float]:
     return out
 
 
-def check(config) -> None:
-    if config.prune_n is None or config.prune_n < 1:
-        raise UsageError(f"--prune_n must be >= 1 for --prune_method angular, got {config.prune_n}")
-
-
 def decide(target: Target) -> Decision:
     from layerbench.surgery.calibration import calibration_engine, last_token_states
-    n = target.config.prune_n
-    if not 1 <= n < target.num_decoder_layers:
-        raise UsageError(f"--prune_n must satisfy 1 <= n < {target.num_decoder_layers} (model layers), got {n}")
+    n = prune_n_of(target)
     t0 = time.perf_counter()
     seqs, info = target.calibration_sequences()
     states = target.calibrated("last_token_states", seqs, info, {},
@@ -54,5 +46,6 @@ def decide(target: Target) -> Decision:
 METHOD = PruneMethod(
     name="angular", summary="remove the n consecutive layers whose input and output are closest in angular "
                             "distance on calibration text (Gromov et al. 2024)",
-    decide=decide, options=AngularOptions, validate=check, label=lambda p: f"n={p.get('prune_n')}",
+    decide=decide, options=AngularOptions, validate=check_prune_n("angular"),
+    label=lambda p: f"n={p.get('prune_n')}",
     removes_layers=True)

@@ -10,7 +10,7 @@ from typing import Optional
 
 from layerbench.errors import UsageError
 from layerbench.flags import option
-from layerbench.surgery.method import Decision, PruneMethod, Target
+from layerbench.surgery.method import Decision, PruneMethod, Target, check_prune_n, prune_n_of
 
 
 @dataclass
@@ -39,15 +39,8 @@ def block_influence(model, sequences: list[list[int]]) -> list[float]:
     return (1 - cosine_sums / tokens[0]).tolist()
 
 
-def check(config) -> None:
-    if config.prune_n is None or config.prune_n < 1:
-        raise UsageError(f"--prune_n must be >= 1 for --prune_method block_influence, got {config.prune_n}")
-
-
 def decide(target: Target) -> Decision:
-    n = target.config.prune_n
-    if not 1 <= n < target.num_decoder_layers:
-        raise UsageError(f"--prune_n must satisfy 1 <= n < {target.num_decoder_layers} (model layers), got {n}")
+    n = prune_n_of(target)
     t0 = time.perf_counter()
     seqs, info = target.calibration_sequences()
     scores = target.calibrated("block_influence", seqs, info, {}, lambda: block_influence(target.model, seqs))
@@ -62,5 +55,6 @@ def decide(target: Target) -> Decision:
 METHOD = PruneMethod(
     name="block_influence", summary="remove the n layers with the lowest block influence, 1 - mean cos(input, "
                                     "output) over calibration tokens (ShortGPT, Men et al. 2024)",
-    decide=decide, options=BlockInfluenceOptions, validate=check, label=lambda p: f"n={p.get('prune_n')}",
+    decide=decide, options=BlockInfluenceOptions, validate=check_prune_n("block_influence"),
+    label=lambda p: f"n={p.get('prune_n')}",
     removes_layers=True)
