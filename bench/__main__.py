@@ -26,6 +26,7 @@ EXPERIMENTS = {
     "lm_eval_speed": "lm_eval_speed",
     "lm_eval_table": "lm_eval_table",
     "compare_predictions": "compare_predictions",
+    "engine_versions": "engine_versions",
     "analyze_speed": "analyze_speed",
     "results_doc": "results_doc",
 }

@@ -14,6 +14,7 @@ import os
 
 import compare_predictions
 import draft_confidence
+import engine_versions
 import fit_choices
 import linear_kernels
 import lm_eval_speed
@@ -86,6 +87,7 @@ SECTIONS = [
             "The loop that called HF decoder layers (commit 827625c) and this engine, in one process. The file "
             "is kept as it was measured.",
             render_ratio_tables),
+    engine_versions.SECTION,
     linear_kernels.SECTION,
     draft_confidence.SECTION,
     fit_choices.SECTION,

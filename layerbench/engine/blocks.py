@@ -1,7 +1,7 @@
 """The blocks the engine runs in sequence: a transformer decoder layer (attention + MLP over the weights of one
 HF layer module), and a fitted linear stand-in for a removed run of layers.
 
-Shapes: hidden (1, T, d); queries (1, H, T, Dh); keys/values (1, KV, T, Dh).
+Shapes: hidden (B, T, d); queries (B, H, T, Dh); keys/values (B, KV, T, Dh); B is 1 except in batched scoring.
 """
 from __future__ import annotations
 
@@ -22,53 +22,51 @@ from layerbench.models.families import Family
 
 @dataclass
 class Step:
-    """One forward over T new tokens (shared by every block of the pass), and how it meets the KV cache.
+    """One forward over T new tokens at `positions` (a device tensor (T,), shared by every block of the pass), and
+    how it meets the KV cache: keys/values are written at those indices, and attention reads a span of the cache.
 
-    Eager: positions start .. start+T-1 are Python ints; keys are read from the cache slice that can be
-    visible. Static (`positions` given, a device tensor): every shape is fixed, keys/values are written with
-    index_copy_ and attention reads the whole cache under a mask, so the step can be captured as a CUDA graph
-    and replayed at any position.
+    `start`, the first position, is given when the host knows it (every pass but a fixed-shape step): attention
+    then reads only the keys that can be visible and leaves out the mask where all of them are. A fixed-shape
+    step (captured as a CUDA graph, replayed at any position) gives None: it reads the whole cache under a mask
+    built from `positions`, so no shape and no Python value in it depends on where it runs.
     """
 
-    start: int
-    length: int
+    positions: torch.Tensor
     cache: KVCache
+    start: int | None = None
     cos: torch.Tensor | None = None
     sin: torch.Tensor | None = None
-    positions: torch.Tensor | None = None
     device: torch.device | None = None  # where the blocks that use this view of the pass compute
     moved: dict = field(default_factory=dict)  # device -> this pass as blocks on that device see it
     _masks: dict = field(default_factory=dict)
 
     @property
-    def end(self) -> int:
-        return self.start + self.length
+    def length(self) -> int:
+        return self.positions.shape[0]
+
+    def key_span(self, window: int | None) -> tuple[int, int]:
+        """The cache indices [first, end) attention reads: every key that can be visible to this pass."""
+        if self.start is None:
+            return 0, self.cache.capacity
+        first = 0 if window is None else max(0, self.start - window + 1)
+        return first, self.start + self.length
 
     def store(self, slot: int, keys: torch.Tensor, values: torch.Tensor) -> None:
-        if self.positions is None:
-            self.cache.write(slot, self.start, keys, values)
-        else:
-            self.cache.write_at(slot, self.positions, keys, values)
+        self.cache.write(slot, self.positions, keys, values)
 
     def context(self, slot: int, window: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | str | None]:
         """(keys, values, mask) for the queries of this step: a boolean mask, CAUSAL, or None when every key
         read is visible."""
-        if self.positions is not None:
-            keys, values = self.cache.read(slot, 0, self.cache.capacity)
-            return keys, values, self._mask(window, self.positions, 0, self.cache.capacity)
-        first = 0 if window is None else max(0, self.start - window + 1)
-        keys, values = self.cache.read(slot, first, self.end)
-        if self.length == 1:
+        first, end = self.key_span(window)
+        keys, values = self.cache.read(slot, first, end)
+        if self.start is not None and self.length == 1:
             return keys, values, None
-        if self.start == 0 and (window is None or window >= self.end):
+        if self.start == 0 and (window is None or window >= end):
             return keys, values, CAUSAL
-        queries = torch.arange(self.start, self.end, device=keys.device)
-        return keys, values, self._mask(window, queries, first, self.end)
-
-    def _mask(self, window: int | None, queries: torch.Tensor, first: int, end: int) -> torch.Tensor:
         if window not in self._masks:
-            self._masks[window] = visible(queries, torch.arange(first, end, device=queries.device), window)
-        return self._masks[window]
+            self._masks[window] = visible(self.positions, torch.arange(first, end, device=self.positions.device),
+                                          window)
+        return keys, values, self._masks[window]
 
 
 class DecoderBlock:
@@ -159,9 +157,4 @@ class StandInBlock:
         out = x + self.project(x)
         if self.first_update is None:
             return out
-        if step.positions is not None:  # static step: graph-safe select
-            first = (step.positions == 0)[None, :, None]
-            return torch.where(first, x + self.first_update, out)
-        if step.start == 0:
-            out[:, 0] = x[:, 0] + self.first_update
-        return out
+        return torch.where((step.positions == 0)[None, :, None], x + self.first_update, out)

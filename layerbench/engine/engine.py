@@ -40,12 +40,10 @@ class LayerObserver(Protocol):
 
 
 class StepRunner(Protocol):
-    """Prepared fixed-shape steps over one reused cache (engine.static_steps installs them from outside)."""
+    """Prepared fixed-shape steps over the engine's shared cache (engine.static_steps installs them from
+    outside; they call `Engine.forward` like every other pass)."""
 
-    cache: KVCache
     replaying: bool
-
-    def cache_for(self, capacity: int) -> KVCache: ...
 
     def find(self, first: int, last: int, inputs: torch.Tensor) -> Callable | None: ...
 
@@ -85,7 +83,6 @@ class Engine:
         self.kernel = choose_kernel(self.options.linear_kernel, model)
         self.attention_backends = attention_backends(self.options.attention_backend,
                                                      module_device(get_family(model).embedding(model)))
-        self.static: StepRunner | None = None  # see engine.static_steps.install_static_steps
         self.prepare()
 
     @property
@@ -98,8 +95,10 @@ class Engine:
 
     def prepare(self) -> None:
         """Bind every block to the model's current modules (each computing on its weights' device) and choose
-        kernels."""
+        kernels. Prepared steps and the shared cache belong to the previous structure, so they are dropped."""
         model, family, config = self.model, self.family, self.model.config
+        self.static: StepRunner | None = None  # see engine.static_steps.install_static_steps
+        self.cache: KVCache | None = None  # the shared cache: see new_cache
         self.embed_weight = family.embedding(model).weight
         self.device, self.dtype = self.embed_weight.device, self.embed_weight.dtype  # input and output device
         self.blocks = self._build_blocks()
@@ -153,18 +152,36 @@ class Engine:
 
 
     def new_cache(self, capacity: int, shared: bool = True, batch: int = 1) -> KVCache:
-        """A cache for one sequence of up to `capacity` positions. With static steps and `shared`, the engine's
-        own reused cache, which captured graphs keep pointing at; otherwise a private one (eager passes only).
-        `batch` > 1: a private cache for that many right-padded sequences, for one causal pass from position 0
-        (padding only follows real tokens, so causal attention keeps it out of every real position)."""
+        """A cache for a sequence of up to `capacity` positions.
+
+        `shared`: the engine's one cache, sized once (the warm-up on the longest prompt sizes it before anything
+        is timed; it grows only for a longer sequence) and reused by every sequence: position p lives at index p
+        and a pass reads only the keys it may see, so nothing an earlier sequence left is read. Static steps hold
+        it at their size. Otherwise a private cache (calibration, perplexity, scoring); `batch` > 1 is one for
+        that many right-padded sequences in one causal pass from position 0 (padding only follows real tokens,
+        so causal attention keeps it out of every real position)."""
         if batch > 1 and (shared or self.policy is not None):
             raise ValueError("a batched cache is private and for passes without a layer policy")
-        if self.static is not None and shared:
-            return self.static.cache_for(capacity)
         if self.rotary is not None:
             self.rotary.reserve(capacity)
-        return KVCache(self.num_decoder_layers, self.kv_heads, self.head_dim, capacity, self.dtype,
-                       self.cache_devices, batch=batch)
+        if not shared:
+            return KVCache(self.num_decoder_layers, self.kv_heads, self.head_dim, capacity, self.dtype,
+                           self.cache_devices, batch=batch)
+        if self.cache is None or capacity > self.cache.capacity:
+            self.allocate_cache(capacity)
+        return self.cache
+
+    def allocate_cache(self, capacity: int) -> KVCache:
+        """(Re)allocate the shared cache for `capacity` positions, rounded up to 16 (memory-efficient attention
+        wants a mask's key axis aligned to 16) and zeroed (a fixed-shape step reads every position under a mask,
+        and 0 x garbage could be NaN). Refused while prepared steps hold the cache."""
+        if self.static is not None:
+            raise RuntimeError(f"a sequence of {capacity} positions exceeds the static cache "
+                               f"({self.cache.capacity}); prepare the steps with a larger capacity")
+        self.cache = None  # release the old one first
+        self.cache = KVCache(self.num_decoder_layers, self.kv_heads, self.head_dim, -(-capacity // 16) * 16,
+                             self.dtype, self.cache_devices, zeroed=True)
+        return self.cache
 
     def embed(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids at `positions` (T,) -> (B, T, d); B is 1 except in batched scoring."""
@@ -176,29 +193,30 @@ class Engine:
             hidden = hidden + to_device(F.embedding(to_device(positions, here), self.position_weight), self.device)
         return hidden
 
-    def forward(self, hidden: torch.Tensor, cache: KVCache, start: int, first: int, last: int, phase: str,
-                positions: torch.Tensor | None = None, observe: bool = True) -> torch.Tensor:
-        """Blocks [first, last) over hidden states (1, T, d) at positions start.. (or, static, at the device
-        tensor `positions`), writing their keys/values. `observe=False` while a step is being captured."""
-        step = self._with_rotary(Step(start, hidden.shape[1], cache, positions=positions, device=hidden.device),
-                                 hidden.device)
+    def forward(self, hidden: torch.Tensor, cache: KVCache, positions: torch.Tensor, first: int, last: int,
+                phase: str, start: int | None = None, observe: bool = True) -> torch.Tensor:
+        """Blocks [first, last) over hidden states (B, T, d) at `positions` (T,), a device tensor, writing their
+        keys/values at those indices. `start`: the first position when the host knows it (then attention reads
+        only what can be visible; see blocks.Step); a fixed-shape step passes None. `observe=False` while a step
+        is being captured."""
+        if start is not None and start + hidden.shape[1] > cache.capacity:
+            raise RuntimeError(f"KV cache overflow: {start + hidden.shape[1]} > {cache.capacity} positions")
+        step = self._with_rotary(Step(to_device(positions, hidden.device), cache, start, device=hidden.device))
         if self.attention_backends is None:
             return self._blocks(hidden, step, first, last, phase, observe)
         with sdpa_kernel(self.attention_backends, set_priority=True):
             return self._blocks(hidden, step, first, last, phase, observe)
 
-    def _with_rotary(self, step: Step, device: torch.device) -> Step:
+    def _with_rotary(self, step: Step) -> Step:
         if self.rotary is not None:
-            step.cos, step.sin = (self.rotary.slice(step.start, step.length, device) if step.positions is None
-                                  else self.rotary.gather(step.positions))
+            step.cos, step.sin = self.rotary.rows(step.positions, step.key_span(None)[1])
         return step
 
     def _step_on(self, step: Step, device: torch.device) -> Step:
         """The pass as blocks on another device see it: positions, rotary rows and masks on that device."""
         if device not in step.moved:
-            positions = None if step.positions is None else to_device(step.positions, device)
-            moved = Step(step.start, step.length, step.cache, positions=positions, device=device)
-            step.moved[device] = self._with_rotary(moved, device)
+            step.moved[device] = self._with_rotary(Step(to_device(step.positions, device), step.cache, step.start,
+                                                        device=device))
         return step.moved[device]
 
     def _blocks(self, hidden: torch.Tensor, step: Step, first: int, last: int, phase: str,
@@ -229,14 +247,15 @@ class Engine:
         """Blocks [first, last) on tokens at positions start.., from ids (embedded here) or from the hidden
         states entering block `first`. A decode or verification pass whose shape has a prepared static step
         replays it."""
-        if self.static is not None and phase != PREFILL and cache is self.static.cache:
-            step = self.static.find(first, last, input_ids if hidden is None else hidden)
+        inputs = input_ids if hidden is None else hidden
+        if self.static is not None and phase != PREFILL and cache is self.cache:
+            step = self.static.find(first, last, inputs)
             if step is not None:
-                return step(start, input_ids if hidden is None else hidden, phase, self.static.replaying)
+                return step(start, inputs, phase, self.static.replaying)
+        positions = torch.arange(start, start + inputs.shape[1], device=inputs.device)
         if hidden is None:
-            length = input_ids.shape[1]
-            hidden = self.embed(input_ids, torch.arange(start, start + length, device=input_ids.device))
-        return self.forward(hidden, cache, start, first, last, phase)
+            hidden = self.embed(input_ids, positions)
+        return self.forward(hidden, cache, positions, first, last, phase, start=start)
 
     def count_blocks(self, first: int, last: int, tokens: int, phase: str) -> None:
         """Tell the counters about blocks [first, last) that a replayed step ran."""

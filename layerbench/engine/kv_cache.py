@@ -27,22 +27,15 @@ class KVCache:
         self.keys = [allocate(shape, dtype=dtype, device=d) for d in devices]
         self.values = [allocate(shape, dtype=dtype, device=d) for d in devices]
 
-    def write(self, layer: int, start: int, keys: torch.Tensor, values: torch.Tensor) -> None:
-        """Store keys/values (batch, kv_heads, T, head_dim) of positions start .. start+T-1."""
-        end = start + keys.shape[2]
-        if end > self.capacity:
-            raise RuntimeError(f"KV cache overflow: {end} > {self.capacity} positions")
-        self.keys[layer][:, :, start:end] = keys
-        self.values[layer][:, :, start:end] = values
+    def write(self, layer: int, positions: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Store keys/values (batch, kv_heads, T, head_dim) at the positions in a device tensor (T,) (graph-safe:
+        no host value is read)."""
+        self.keys[layer].index_copy_(2, positions, keys)
+        self.values[layer].index_copy_(2, positions, values)
 
     def read(self, layer: int, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of positions start .. end-1, each (batch, kv_heads, end-start, head_dim) (views)."""
         return self.keys[layer][:, :, start:end], self.values[layer][:, :, start:end]
-
-    def write_at(self, layer: int, positions: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> None:
-        """Graph-safe write: positions is a device tensor (T,) of indices along the sequence axis."""
-        self.keys[layer].index_copy_(2, positions, keys)
-        self.values[layer].index_copy_(2, positions, values)
 
     def buffers(self) -> list[torch.Tensor]:
         return [*self.keys, *self.values]

@@ -151,17 +151,12 @@ class RotaryTable:
     def buffers(self) -> list[torch.Tensor]:
         return [t for pair in self.tables.values() for t in pair]
 
-    def slice(self, start: int, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin of positions start .. start+length-1 on `device`, shaped (1, 1, length, dim) for (B, H, T, D)
-        heads."""
-        end = start + length
-        self.reserve(end)
-        cos, sin = self.tables[device] if end <= self.length else self.longer[device]
-        return cos[None, None, start:end], sin[None, None, start:end]
-
-    def gather(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin of the positions in a device tensor (graph-safe once `pin`ned), on that tensor's device."""
-        cos, sin = self.tables[positions.device]
+    def rows(self, positions: torch.Tensor, bound: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of the positions in a device tensor (T,), on its device, shaped (1, 1, T, dim) for (B, H, T, D)
+        heads. `bound` (host-known, > every position) sizes the table; a pinned table is read by captured steps
+        (graph-safe: gathered by the tensor) and never rebound, so a longer eager pass reads a separate table."""
+        self.reserve(bound)
+        cos, sin = self.tables[positions.device] if bound <= self.length else self.longer[positions.device]
         return cos[positions][None, None], sin[positions][None, None]
 
 

@@ -1,12 +1,15 @@
 """Fixed-shape decode, draft and verification steps, replayable as CUDA graphs.
 
-A step runs blocks [first, last) over T tokens whose positions come from a device tensor, into the engine's one
-reused KV cache, from fixed input buffers to a fixed output. Nothing in it depends on a Python value that changes
-between calls, so on CUDA it is captured once (at preparation, before timing) and replayed: a replay costs one
-launch instead of hundreds, and needs no host synchronization beyond reading the chosen token.
+A step is `Engine.forward`, the one forward every pass goes through, called from fixed input buffers with its
+positions in a device tensor and no host-known start (so attention reads the whole of the engine's shared cache
+under a mask), writing to a fixed output. Nothing in it depends on a Python value that changes between calls, so
+on CUDA it is captured once (at preparation, before timing) and replayed: a replay costs one launch instead of
+hundreds, and needs no host synchronization beyond reading the chosen token. The engine never imports this
+module: it only knows the `StepRunner` protocol.
 
-Every buffer a step reads or writes (cache, rotary tables, position and input buffers, output) is allocated here,
-once, and never rebound: `buffers()` lists them so tests can check their addresses.
+Every buffer a step reads or writes (the shared cache, sized here through `Engine.allocate_cache`; the rotary
+tables, pinned here; position and input buffers; the output) is allocated once and never rebound: `buffers()`
+lists them so tests can check their addresses.
 
 Modes: "eager" runs each step's code on every call (any device; how the bookkeeping is tested on CPU), "cuda"
 captures CUDA graphs, "emulated" records on CPU what a replay does (the step runs without per-block callbacks
@@ -19,7 +22,6 @@ from typing import Callable
 import torch
 
 from layerbench.engine.engine import Engine
-from layerbench.engine.kv_cache import KVCache
 from layerbench.errors import UsageError
 
 Shape = tuple[int, int, int, bool]  # (first block, last block, tokens, input is token ids)
@@ -27,8 +29,8 @@ MODES = ("eager", "cuda", "emulated")
 
 
 class StaticStep:
-    def __init__(self, engine: Engine, cache: KVCache, shape: Shape) -> None:
-        self.engine, self.cache = engine, cache
+    def __init__(self, engine: Engine, shape: Shape) -> None:
+        self.engine = engine
         self.first, self.last, length, from_ids = shape
         device = engine.device
         self.start = torch.zeros(1, dtype=torch.long, device=device)
@@ -42,7 +44,7 @@ class StaticStep:
     def _compute(self, phase: str, observe: bool) -> torch.Tensor:
         positions = self.start + self.offsets
         hidden = self.engine.embed(self.inputs, positions) if self.from_ids else self.inputs
-        return self.engine.forward(hidden, self.cache, 0, self.first, self.last, phase, positions=positions,
+        return self.engine.forward(hidden, self.engine.cache, positions, self.first, self.last, phase,
                                    observe=observe)
 
     @torch.inference_mode()
@@ -81,30 +83,22 @@ class StaticStep:
 
 
 class StaticSteps:
-    """The engine's prepared steps, keyed by shape, and the one cache they all use."""
+    """The engine's prepared steps, keyed by shape, over the engine's shared cache (sized here, then held)."""
 
     def __init__(self, engine: Engine, capacity: int, shapes: list[Shape], mode: str) -> None:
         if mode not in MODES:
             raise ValueError(f"static step mode {mode!r}; one of {MODES}")
-        capacity = -(-capacity // 16) * 16  # memory-efficient attention wants the mask's key axis aligned to 16
+        self.cache = engine.allocate_cache(capacity)
         if engine.rotary is not None:
-            engine.rotary.pin(capacity)  # a captured graph keeps reading these tables: never rebind them
-        self.cache = KVCache(engine.num_decoder_layers, engine.kv_heads, engine.head_dim, capacity, engine.dtype,
-                             engine.cache_devices, zeroed=True)
+            engine.rotary.pin(self.cache.capacity)  # a captured graph keeps reading these tables: never rebind them
         self.mode = mode
         self.replaying = mode != "eager"  # off: every step runs its code eagerly (the replay check's reference)
-        self.steps = {shape: StaticStep(engine, self.cache, shape) for shape in dict.fromkeys(shapes)}
+        self.steps = {shape: StaticStep(engine, shape) for shape in dict.fromkeys(shapes)}
         for step in self.steps.values():
             if mode == "cuda":
                 step.capture_cuda()
             elif mode == "emulated":
                 step.capture_emulated()
-
-    def cache_for(self, capacity: int) -> KVCache:
-        if capacity > self.cache.capacity:
-            raise RuntimeError(f"a sequence of {capacity} positions exceeds the static cache "
-                               f"({self.cache.capacity}); prepare the steps with a larger capacity")
-        return self.cache
 
     def find(self, first: int, last: int, inputs: torch.Tensor) -> StaticStep | None:
         return self.steps.get((first, last, inputs.shape[1], inputs.dtype == torch.long))

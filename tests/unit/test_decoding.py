@@ -149,14 +149,14 @@ def test_kv_cache_keeps_each_position_at_its_index():
     from layerbench.engine.kv_cache import KVCache
     cache = KVCache(num_layers=2, kv_heads=2, head_dim=4, capacity=8, dtype=torch.float32, device="cpu")
     k = torch.arange(2 * 3 * 4, dtype=torch.float32).view(1, 2, 3, 4)
-    cache.write(0, 0, k, k + 1)
+    cache.write(0, torch.arange(3), k, k + 1)
     keys, values = cache.read(0, 0, 3)
     assert torch.equal(keys, k) and torch.equal(values, k + 1)
-    cache.write(0, 1, k[:, :, :1] * 0, k[:, :, :1] * 0)  # a later pass overwrites position 1 only
+    cache.write(0, torch.tensor([1]), k[:, :, :1] * 0, k[:, :, :1] * 0)  # a later pass overwrites position 1 only
     keys, _ = cache.read(0, 0, 3)
     assert torch.equal(keys[:, :, 0], k[:, :, 0]) and not keys[:, :, 1].any() and torch.equal(keys[:, :, 2], k[:, :, 2])
-    with pytest.raises(RuntimeError, match="overflow"):
-        cache.write(1, 6, k, k)
+    with pytest.raises(IndexError):
+        cache.write(1, torch.arange(6, 9), k, k)
 
 
 @pytest.mark.parametrize("bias", [False, True])

@@ -180,3 +180,24 @@ def test_static_buffers_never_move_during_a_run_with_long_references(tiny_model_
         results[graphs] = [(r["prediction"], r["perplexity"]["nll_sum"]) for r in records]
     for (text_s, nll_s), (text_e, nll_e) in zip(results["static"], results["off"]):
         assert text_s == text_e and nll_s == pytest.approx(nll_e, rel=1e-4)
+
+
+def test_the_shared_cache_is_sized_once_and_reused_without_stale_reads():
+    model = tiny_llama(num_layers=4)
+    engine = Engine(model)
+    long, short = prompt_ids(1, 40, model.config.vocab_size), prompt_ids(2, 5, model.config.vocab_size)
+    first = greedy(engine, long, 20).token_ids
+    cache = engine.cache
+    assert cache is not None and cache.capacity >= 60
+    # a short sequence after a long one reuses the cache, whose later positions still hold the long one's keys
+    assert greedy(engine, short, 20).token_ids == greedy(Engine(model), short, 20).token_ids
+    assert greedy(engine, long, 20).token_ids == first and engine.cache is cache
+    greedy(engine, prompt_ids(3, 70, model.config.vocab_size), 20)  # longer: grows once
+    assert engine.cache is not cache and engine.cache.capacity >= 90
+
+
+def test_a_pass_past_the_cache_end_is_refused():
+    engine = Engine(tiny_llama(num_layers=2))
+    cache = engine.new_cache(8, shared=False)
+    with pytest.raises(RuntimeError, match="KV cache overflow: 10 > 8"):
+        engine.run(cache, 4, 0, engine.num_blocks, input_ids=prompt_ids(1, 6))
