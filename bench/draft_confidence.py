@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from bench_flags import add_side_by_side_flags
-from layerbench.errors import OneLineArgumentParser, non_negative_int, run_script
 from doc_tables import Section, table
+from layerbench.errors import OneLineArgumentParser, UsageError, non_negative_int, run_script
+from runner import add_side_by_side_flags, load_prompts, our_runner, pruned_copy, run_alternating, write_result
 
 
 def parse() -> argparse.Namespace:
@@ -27,14 +27,60 @@ def parse() -> argparse.Namespace:
     return ap.parse_args()
 
 
-def main() -> None:
-    a = parse()
-    from draft_confidence_runs import run  # heavy imports after the flags are read
-    run(a)
-
-
 DRAFT_CONFIDENCE_COLUMNS = ["run", "tokens/s vs autoregressive", "acceptance", "mean draft length",
                             "same tokens as autoregressive"]
+
+
+def adapter_runners(adapted, tokenizer, a: argparse.Namespace) -> tuple[dict, dict, object]:
+    """Self-speculation with the adapter, per draft vocabulary and confidence; the vocabularies' reports."""
+    from layerbench.decoding import GenerationConfig
+    from layerbench.engine.engine import Engine
+    from layerbench.surgery.config import PruneConfig
+    from layerbench.surgery.draft_vocabulary import choose_draft_vocabulary, install_draft_vocabulary
+    runners, vocabularies, engine = {}, {}, None
+    for size in a.vocabularies:
+        variant, _ = pruned_copy(adapted.model, tokenizer, PruneConfig(method="base"))
+        if size:
+            vocabularies[size] = install_draft_vocabulary(
+                variant, choose_draft_vocabulary(variant, size, {tokenizer.eos_token_id}))
+        engine = Engine(variant.model)
+        tag = f" vocabulary={size}" if size else ""
+        for c in (None, *a.confidences):
+            runners[f"self_speculative adapter{tag}" + (f" c={c}" if c else "")] = our_runner(
+                engine, "self_speculative", GenerationConfig(max_steps=a.max_tokens, exit_block=a.exit_layer,
+                                                             num_speculations=a.num_speculations, draft_confidence=c))
+    return runners, vocabularies, engine
+
+
+def main() -> None:
+    a = parse()
+    if any(not 0 < c < 1 for c in a.confidences):
+        raise UsageError(f"--confidences must lie in (0, 1), got {a.confidences}")
+    from tabulate import tabulate
+    from layerbench.decoding import GenerationConfig
+    from layerbench.engine.engine import Engine
+    from layerbench.models.loading import load_model
+    from layerbench.surgery.config import PruneConfig
+    from layerbench.surgery.exit_adapter import fit_exit_adapter, install_exit_adapter
+    loaded = load_model(a.model, a.dtype, a.device)
+    prompts, calibration = load_prompts(a, loaded.tokenizer)
+    adapted, _ = pruned_copy(loaded.model, loaded.tokenizer, PruneConfig(method="base"), calibration, a.dataset)
+    adapter = install_exit_adapter(adapted, fit_exit_adapter(adapted, a.exit_layer))
+    base = Engine(loaded.model)
+    T, E, d = a.max_tokens, a.exit_layer, a.num_speculations
+    runners = {"autoregressive": our_runner(base, "autoregressive", GenerationConfig(max_steps=T)),
+               "self_speculative (no adapter)": our_runner(
+                   base, "self_speculative", GenerationConfig(max_steps=T, exit_block=E, num_speculations=d))}
+    more, vocabularies, engine = adapter_runners(adapted, loaded.tokenizer, a)
+    stats, outputs = run_alternating({**runners, **more}, prompts, a.rounds)
+    ar = stats["autoregressive"].tokens_per_second
+    rows = [[name, s.tokens_per_second / ar, s.acceptance if s.drafted else None,
+             s.mean_draft_length if s.rounds else None, outputs[name] == outputs["autoregressive"]]
+            for name, s in stats.items()]
+    print(tabulate(rows, DRAFT_CONFIDENCE_COLUMNS, tablefmt="github", floatfmt=".3f"))
+    write_result(a.out, "draft_confidence", {
+        "args": vars(a), "model": loaded.name, "exit_adapter": adapter, "draft_vocabularies": vocabularies,
+        "rows": rows, "stats": {n: vars(s) for n, s in stats.items()}}, engine.device)
 
 
 def render(files: list[tuple[str, dict]]) -> str:

@@ -10,6 +10,7 @@ between processes does not enter the ratios. For refactors of the engine or the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import os
 import re
@@ -19,13 +20,12 @@ import tarfile
 import tempfile
 from types import ModuleType
 
-from bench_flags import add_model_and_prompt_flags
+from doc_tables import Section, render_ratio_tables
 from layerbench.errors import OneLineArgumentParser, UsageError, positive_int, run_script
 from layerbench.lazy import lazy
-from doc_tables import Section, render_ratio_tables
+from runner import add_model_and_prompt_flags, load_prompts, run_alternating, write_result
 
 torch = lazy("torch")
-runner = lazy("runner")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMPORT_NAME = re.compile(r"(?<![\w/.])layerbench(?=\.)")  # `layerbench.x` in imports and lazy("layerbench.x")
@@ -78,6 +78,8 @@ def version_runner(package: str, model, strategy: str, config: dict, kernel: str
     decoding = importlib.import_module(f"{package}.decoding")
     sampling = importlib.import_module(f"{package}.decoding.sampling")
     engine = engine_module.Engine(model, engine_module.EngineOptions(linear_kernel=kernel))
+    if "exit_block" not in {f.name for f in dataclasses.fields(decoding.GenerationConfig)}:  # its older name
+        config = {("exit_layer" if k == "exit_block" else k): v for k, v in config.items()}
     generation = decoding.GenerationConfig(**config)
 
     def run(prompt):
@@ -90,8 +92,8 @@ def version_runner(package: str, model, strategy: str, config: dict, kernel: str
 
 def build_runners(before: str, model, a: argparse.Namespace) -> dict:
     configs = {"autoregressive": ("autoregressive", {"max_steps": a.max_tokens}),
-               "early_exit": ("autoregressive", {"max_steps": a.max_tokens, "exit_layer": a.exit_layer}),
-               "self_speculative": ("self_speculative", {"max_steps": a.max_tokens, "exit_layer": a.exit_layer,
+               "early_exit": ("autoregressive", {"max_steps": a.max_tokens, "exit_block": a.exit_layer}),
+               "self_speculative": ("self_speculative", {"max_steps": a.max_tokens, "exit_block": a.exit_layer,
                                                          "num_speculations": a.num_speculations})}
     runners = {}
     for label, (strategy, config) in configs.items():
@@ -115,7 +117,6 @@ def summarize(stats: dict, outputs: dict) -> tuple[dict, dict, dict]:
 
 def main(argv: list[str] | None = None) -> None:
     a = parse(argv)
-    from speed_report import load_prompts  # noqa: E402 (imports torch)
     from tabulate import tabulate
     from layerbench.models.loading import load_model
     loaded = load_model(a.model, a.dtype, a.device)
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         before = import_commit(a.before_commit, folder).__name__
         runners = build_runners(before, loaded.model, a)
-        stats, outputs = runner.run_alternating(runners, prompts, a.rounds)
+        stats, outputs = run_alternating(runners, prompts, a.rounds)
     tps, ratios, checks = summarize(stats, outputs)
     print(tabulate([[n, f"{v:.2f}"] for n, v in tps.items()], ["run", "tokens/s"], tablefmt="github"))
     print(tabulate([[n, f"{v:.3f}"] for n, v in ratios.items()], ["ratio", "value"], tablefmt="github"))
@@ -133,8 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     out = a.out or os.path.join(REPO, "results", "gpu" if device.type == "cuda" else "cpu")
     after = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"], capture_output=True,
                            text=True).stdout.strip()
-    runner.write_result(out, "versions", {"args": vars(a), "before": a.before_commit, "after": after,
-                                          "tokens_per_second": tps, "ratios": ratios, "checks": checks}, device)
+    write_result(out, "versions", {"args": vars(a), "before": a.before_commit, "after": after,
+                                   "tokens_per_second": tps, "ratios": ratios, "checks": checks}, device)
 
 
 def render(files: list[tuple[str, dict]]) -> str:

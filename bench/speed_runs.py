@@ -1,8 +1,7 @@
-"""The runs bench/speed.py times: model variants, one runner per configuration, the alternating timing loop, the
-time share of the layers angular pruning removes, and the weight-streaming bound."""
+"""The runs bench/speed.py times: model variants, one runner per configuration, the time share of the layers
+angular pruning removes, and the weight-streaming bound."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import time
@@ -12,61 +11,31 @@ import torch
 from torch import nn
 
 from layerbench.decoding import STRATEGIES, GenerationConfig
-from layerbench.decoding.sampling import SamplingConfig, StopCondition, TokenChooser
 from layerbench.engine.engine import Engine, EngineOptions
 from layerbench.engine.linear_kernels import bind_projection
 from layerbench.models.loading import LoadedModel
-from layerbench.surgery.calibration import Calibration
 from layerbench.surgery.config import PruneConfig
 from layerbench.surgery.draft_vocabulary import choose_draft_vocabulary, install_draft_vocabulary
 from layerbench.surgery.exit_adapter import fit_exit_adapter, install_exit_adapter
 from layerbench.surgery.layers import make_identity_layers
 from layerbench.surgery.prune_model import PruneModel
-from runner import sync
-
-
-def hf_runner(model, tokenizer, tokens: int, backend=None, **extra):
-    device = next(model.parameters()).device
-
-    def run(prompt):
-        ids = torch.tensor([prompt], device=device)
-        context = torch.nn.attention.sdpa_kernel(backend) if backend is not None else contextlib.nullcontext()
-        with context:
-            sync(device)
-            t0 = time.perf_counter()
-            out = model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
-                                 pad_token_id=tokenizer.eos_token_id, **extra)
-            sync(device)
-        return out[0, len(prompt):].tolist(), time.perf_counter() - t0, None
-    return run
-
-
-def our_runner(engine: Engine, strategy: str, config: GenerationConfig):
-    def run(prompt):
-        res = STRATEGIES[strategy].generate(engine, torch.tensor([prompt], device=engine.device), config,
-                                            TokenChooser(SamplingConfig()), StopCondition())
-        return res.token_ids, res.total_time, res
-    return run
+from runner import our_runner, hf_runner, pruned_copy, sync
 
 
 def build_variants(loaded: LoadedModel, calibration_ids: list[list[int]], a) -> dict:
     """Every model variant, each on its own copy (so no surgery leaks into another run)."""
     model, tok = loaded.model, loaded.tokenizer
     L, E = model.config.num_hidden_layers, a.exit_layer
-    calibration = lambda: Calibration(calibration_ids, {"dataset": a.dataset, "split": "train"})  # noqa: E731
-    pruned = PruneModel(copy.deepcopy(model), tok, PruneConfig(method="angular", prune_n=a.prune_n), calibration)
-    removed = pruned.apply()["removed_layers"]
-    lowrank = PruneModel(copy.deepcopy(model), tok, PruneConfig(method="lowrank", compression_ratio=0.5))
-    lowrank_report = lowrank.apply()
-    gated = PruneModel(copy.deepcopy(model), tok, PruneConfig(method="gated", skip_threshold=0.0,
-                                                              available_compute=0.6))
-    gated.apply()
+    pruned, report = pruned_copy(model, tok, PruneConfig(method="angular", prune_n=a.prune_n), calibration_ids,
+                                 a.dataset)
+    removed = report["removed_layers"]
+    lowrank, lowrank_report = pruned_copy(model, tok, PruneConfig(method="lowrank", compression_ratio=0.5))
+    gated, _ = pruned_copy(model, tok, PruneConfig(method="gated", skip_threshold=0.0, available_compute=0.6))
     identity = copy.deepcopy(model)  # layers >= E add nothing (zeroed output maps), so every draft is accepted
     make_identity_layers(identity, range(E, L))
     skip_identity = copy.deepcopy(model)  # the layers the layer-skip draft leaves out add nothing
     make_identity_layers(skip_identity, removed)
-    adapted = PruneModel(copy.deepcopy(model), tok, PruneConfig(method="base"), calibration)
-    adapted.apply()
+    adapted, _ = pruned_copy(model, tok, PruneConfig(method="base"), calibration_ids, a.dataset)
     adapter_report = install_exit_adapter(adapted, fit_exit_adapter(adapted, E))
     if a.draft_vocabulary:
         adapter_report["draft_vocabulary"] = install_draft_vocabulary(
@@ -94,7 +63,7 @@ def build_runners(loaded: LoadedModel, calibration_ids: list[list[int]], a) -> t
     v = build_variants(loaded, calibration_ids, a)
     T, E, d = a.max_tokens, a.exit_layer, a.num_speculations
     ar = GenerationConfig(max_steps=T)
-    ss = GenerationConfig(max_steps=T, exit_layer=E, num_speculations=d)
+    ss = GenerationConfig(max_steps=T, exit_block=E, num_speculations=d)
     runners = {
         "hf_generate": hf_runner(loaded.model, loaded.tokenizer, T),
         "ours_autoregressive": our_runner(v["base_engine"], "autoregressive", ar),
@@ -102,15 +71,15 @@ def build_runners(loaded: LoadedModel, calibration_ids: list[list[int]], a) -> t
         "ours_self_speculative": our_runner(v["base_engine"], "self_speculative", ss),
         "ours_self_speculative_adapter": our_runner(
             v["adapter_engine"], "self_speculative",
-            GenerationConfig(max_steps=T, exit_layer=E, num_speculations=d, draft_confidence=a.draft_confidence)),
-        "ours_early_exit": our_runner(v["base_engine"], "autoregressive", GenerationConfig(max_steps=T, exit_layer=E)),
+            GenerationConfig(max_steps=T, exit_block=E, num_speculations=d, draft_confidence=a.draft_confidence)),
+        "ours_early_exit": our_runner(v["base_engine"], "autoregressive", GenerationConfig(max_steps=T, exit_block=E)),
         "ours_pruned_autoregressive": our_runner(v["pruned_engine"], "autoregressive", ar),
         "ours_lowrank_autoregressive": our_runner(v["lowrank_engine"], "autoregressive", ar),
         "ours_gated_autoregressive": our_runner(v["gated_engine"], "autoregressive", ar),
         "identity_autoregressive": our_runner(v["identity_engine"], "autoregressive", ar),
         "identity_self_speculative": our_runner(v["identity_engine"], "self_speculative", ss),
         "identity_early_exit": our_runner(v["identity_engine"], "autoregressive",
-                                          GenerationConfig(max_steps=T, exit_layer=E)),
+                                          GenerationConfig(max_steps=T, exit_block=E)),
     }
     if min(v["removed"]) > 0:  # the layer-skip draft must compute the first layer
         runners["ours_layer_skip_speculative"] = our_runner(v["base_engine"], "layer_skip_speculative",
@@ -136,7 +105,7 @@ def add_graph_runners(runners: dict, loaded: LoadedModel, prompts: list[list[int
     for name, strategy, config in (
             ("ours_autoregressive_graphs", "autoregressive", GenerationConfig(max_steps=a.max_tokens)),
             ("ours_self_speculative_graphs", "self_speculative",
-             GenerationConfig(max_steps=a.max_tokens, exit_layer=a.exit_layer, num_speculations=a.num_speculations))):
+             GenerationConfig(max_steps=a.max_tokens, exit_block=a.exit_layer, num_speculations=a.num_speculations))):
         engine = Engine(loaded.model)
         capacity = STRATEGIES[strategy].capacity(max(map(len, prompts)), config)
         check = our_runner(engine, strategy, dataclasses.replace(config, max_steps=16))

@@ -43,14 +43,14 @@ def greedy(model_or_engine, prompt: torch.Tensor, max_steps: int, stop: StopCond
            chooser: TokenChooser | None = None, exit_layer: int = -1) -> GenerationResult:
     """Autoregressive decoding (early exit when exit_layer > 0)."""
     return STRATEGIES["autoregressive"].generate(
-        engine_of(model_or_engine), prompt, GenerationConfig(max_steps=max_steps, exit_layer=exit_layer),
+        engine_of(model_or_engine), prompt, GenerationConfig(max_steps=max_steps, exit_block=exit_layer),
         chooser or TokenChooser(SamplingConfig()), stop or StopCondition())
 
 
 def speculative(model_or_engine, prompt: torch.Tensor, max_steps: int, exit_layer: int, num_speculations: int,
                 stop: StopCondition | None = None, chooser: TokenChooser | None = None,
                 draft_confidence: float | None = None) -> GenerationResult:
-    config = GenerationConfig(max_steps=max_steps, exit_layer=exit_layer, num_speculations=num_speculations,
+    config = GenerationConfig(max_steps=max_steps, exit_block=exit_layer, num_speculations=num_speculations,
                               draft_confidence=draft_confidence)
     return STRATEGIES["self_speculative"].generate(engine_of(model_or_engine), prompt, config,
                                                    chooser or TokenChooser(SamplingConfig()), stop or StopCondition())

@@ -30,7 +30,7 @@ class Autoregressive(GenerationStrategy):
         return "early_exit" if exit_layer > 0 else "full_model"
 
     def static_shapes(self, engine: Engine, config: GenerationConfig) -> list[tuple[int, int, int, bool]]:
-        return [(0, config.exit_layer if config.exit_layer > 0 else engine.num_blocks, 1, True)]
+        return [(0, config.exit_block if config.exit_block > 0 else engine.num_blocks, 1, True)]
 
     def generate(self, engine: Engine, prompt: torch.Tensor, config: GenerationConfig, chooser: TokenChooser,
                  stop: StopCondition, on_commit: CommitListener | None = None) -> GenerationResult:
@@ -39,13 +39,13 @@ class Autoregressive(GenerationStrategy):
 
     def _generate(self, engine: Engine, prompt: torch.Tensor, config: GenerationConfig, chooser: TokenChooser,
                   stop: StopCondition, on_commit: CommitListener | None) -> GenerationResult:
-        early_exit = config.exit_layer > 0
-        last = config.exit_layer if early_exit else engine.num_blocks
-        exit_layer = config.exit_layer if early_exit else None
+        early_exit = config.exit_block > 0
+        last = config.exit_block if early_exit else engine.num_blocks
+        exit_block = config.exit_block if early_exit else None
         clock = base.Clock(engine.devices)
         t0 = clock.now()
         cache, tokens, token = base.prefill(engine, prompt, self.capacity(prompt.shape[1], config), last, chooser,
-                                            exit_layer)
+                                            exit_block)
         ttft = clock.now() - t0
         generated = [token]
         if on_commit is not None:
@@ -53,7 +53,7 @@ class Autoregressive(GenerationStrategy):
         while len(generated) < config.max_steps and stop.first_stop(generated, len(generated) - 1) is None:
             hidden = engine.run(cache, tokens.n - 1, 0, last, input_ids=base.token_tensor(token, engine.device),
                                 phase=DECODE)[:, -1]
-            logits = engine.exit_logits(hidden, exit_layer) if early_exit else engine.logits(hidden)
+            logits = engine.exit_logits(hidden, exit_block) if early_exit else engine.logits(hidden)
             token, _ = chooser.pick(tokens.prefix() if chooser.needs_prefix else None, logits[0])
             tokens.commit([token])
             generated.append(token)

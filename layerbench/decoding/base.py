@@ -49,13 +49,13 @@ def token_tensor(token: int, device: torch.device) -> torch.Tensor:
 
 
 def prefill(engine: Engine, prompt: torch.Tensor, capacity: int, last: int, chooser: TokenChooser,
-            exit_layer: int | None = None) -> tuple[KVCache, TokenBuffer, int]:
-    """Run blocks [0, last) over the prompt into a fresh cache and choose the first token (through the exit
-    adapter of `exit_layer` when given)."""
+            exit_block: int | None = None) -> tuple[KVCache, TokenBuffer, int]:
+    """Run blocks [0, last) over the prompt into the cache and choose the first token (through the exit
+    adapter of `exit_block` when given)."""
     cache = engine.new_cache(capacity)
     tokens = TokenBuffer(prompt, capacity)
     hidden = engine.run(cache, 0, 0, last, input_ids=prompt, phase=PREFILL)[:, -1]
-    logits = engine.exit_logits(hidden, exit_layer) if exit_layer else engine.logits(hidden)
+    logits = engine.exit_logits(hidden, exit_block) if exit_block else engine.logits(hidden)
     token, _ = chooser.pick(tokens.prefix() if chooser.needs_prefix else None, logits[0])
     tokens.commit([token])
     return cache, tokens, token

@@ -141,7 +141,7 @@ class LayerSkipSpeculative(SelfSpeculative):
                 segments.append((block, block + 1))
         settings = LayerSkipSettings(skipped_layers=layers, skipped_blocks=skipped, shared_blocks=first,
                                      draft_segments=segments, chosen_by=chosen_by)
-        return GenerationConfig(max_steps=flags.max_steps, exit_layer=first, num_speculations=flags.num_speculations,
+        return GenerationConfig(max_steps=flags.max_steps, exit_block=first, num_speculations=flags.num_speculations,
                                 settings=settings)
 
     @staticmethod
@@ -159,12 +159,12 @@ class LayerSkipSpeculative(SelfSpeculative):
 
     def static_shapes(self, engine: Engine, config: GenerationConfig) -> list[tuple[int, int, int, bool]]:
         draft = [(a, b, 1, False) for a, b in config.settings.draft_segments]
-        return [(0, config.exit_layer, 1, True)] + draft + [
-            (config.exit_layer, engine.num_blocks, rows, False) for rows in range(1, config.num_speculations + 2)]
+        return [(0, config.exit_block, 1, True)] + draft + [
+            (config.exit_block, engine.num_blocks, rows, False) for rows in range(1, config.num_speculations + 2)]
 
     @staticmethod
     def _draft_step(engine: Engine, cache: KVCache, pos: int, token: int, config: GenerationConfig):
-        shared = engine.run(cache, pos, 0, config.exit_layer, input_ids=base.token_tensor(token, engine.device),
+        shared = engine.run(cache, pos, 0, config.exit_block, input_ids=base.token_tensor(token, engine.device),
                             phase=DECODE)
         hidden = shared
         for first, last in config.settings.draft_segments:

@@ -76,7 +76,7 @@ class SelfSpeculative(GenerationStrategy):
         return super().configure(flags, pruner, engine, exit_block)
 
     def static_shapes(self, engine: Engine, config: GenerationConfig) -> list[tuple[int, int, int, bool]]:
-        E, L = config.exit_layer, engine.num_blocks
+        E, L = config.exit_block, engine.num_blocks
         # verification covers 1 .. d drafted tokens, plus the bonus row after a full round
         return [(0, E, 1, True)] + [(E, L, rows, False) for rows in range(1, config.num_speculations + 2)]
 
@@ -118,7 +118,7 @@ class SelfSpeculative(GenerationStrategy):
                config: GenerationConfig, chooser: TokenChooser, stop: StopCondition) -> tuple[list[int], int, int]:
         """One draft/verify round starting from `token` (committed, not yet processed by any block).
         Returns the tokens to commit, the drafted tokens and the number of drafts accepted."""
-        E, pos = config.exit_layer, tokens.n - 1
+        E, pos = config.exit_block, tokens.n - 1
         drafts, draft_probs, exit_hidden = self._draft(engine, cache, tokens, token, k, config, chooser, stop)
         bonus = len(drafts) == k and drafts[-1] not in stop.stop_token_ids
         if bonus:
@@ -153,7 +153,7 @@ class SelfSpeculative(GenerationStrategy):
     def _draft_step(engine: Engine, cache: KVCache, pos: int, token: int, config: GenerationConfig):
         """One draft token at `pos`: (the hidden state entering block E, which verification starts from; the
         draft's logits)."""
-        E = config.exit_layer
+        E = config.exit_block
         h = engine.run(cache, pos, 0, E, input_ids=base.token_tensor(token, engine.device), phase=DECODE)
         return h, engine.draft_logits(h[:, -1], E)[0]
 

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 @dataclass
 class GenerationConfig:
     max_steps: int
-    exit_layer: int = -1  # engine block index E: early exit / draft with blocks [0, E); -1: the full model
+    exit_block: int = -1  # engine block index E: early exit / draft with blocks [0, E); -1: the full model
+    # (--exit_layer names an ORIGINAL layer; configure() maps it onto the pruned model's blocks)
     num_speculations: int = 0  # d: tokens drafted per round
     draft_confidence: float | None = None  # stop drafting once the draft token's probability is below this
     settings: Any = None  # what a strategy prepared for this model beyond the above (see configure)
@@ -69,7 +70,7 @@ class GenerationStrategy(ABC):
     def configure(self, flags: Any, pruner: PruneModel, engine: Engine, exit_block: int) -> GenerationConfig:
         """The settings of the decode loop for this (pruned) model; `exit_block` is --exit_layer mapped to
         engine blocks (-1: none)."""
-        return GenerationConfig(max_steps=flags.max_steps, exit_layer=exit_block,
+        return GenerationConfig(max_steps=flags.max_steps, exit_block=exit_block,
                                 num_speculations=max(getattr(flags, "num_speculations", 0) or 0, 0),
                                 draft_confidence=getattr(flags, "draft_confidence", None))
 

@@ -271,24 +271,24 @@ class Engine:
             logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
         return to_device(logits, self.device)
 
-    def _adapted(self, hidden: torch.Tensor, exit_layer: int) -> torch.Tensor:
-        if exit_layer not in self.exit_adapters:
+    def _adapted(self, hidden: torch.Tensor, exit_block: int) -> torch.Tensor:
+        if exit_block not in self.exit_adapters:
             return hidden
-        adapter, device = self.exit_adapters[exit_layer]
+        adapter, device = self.exit_adapters[exit_block]
         hidden = to_device(hidden, device)
         return hidden + adapter(hidden)
 
-    def exit_logits(self, hidden: torch.Tensor, exit_layer: int) -> torch.Tensor:
-        """Logits from the hidden state after block exit_layer - 1, through its exit adapter when one is fitted."""
-        return self.logits(self._adapted(hidden, exit_layer))
+    def exit_logits(self, hidden: torch.Tensor, exit_block: int) -> torch.Tensor:
+        """Logits from the hidden state after block exit_block - 1 (an engine block index), through its exit adapter when one is fitted."""
+        return self.logits(self._adapted(hidden, exit_block))
 
-    def draft_logits(self, hidden: torch.Tensor, exit_layer: int) -> torch.Tensor:
+    def draft_logits(self, hidden: torch.Tensor, exit_block: int) -> torch.Tensor:
         """Like exit_logits, but with a draft head, if one is fitted, scoring only its vocabulary (every other
         token gets -inf): drafts are proposals, so they may be approximate; verification scores every token."""
         if self.draft_head is None:
-            return self.exit_logits(hidden, exit_layer)
+            return self.exit_logits(hidden, exit_block)
         project, token_ids, vocab_size, device = self.draft_head
-        normed = self.final_norm(to_device(self._adapted(hidden, exit_layer), self.placement.final_norm))
+        normed = self.final_norm(to_device(self._adapted(hidden, exit_block), self.placement.final_norm))
         scores = project(to_device(normed, device))
         if self.final_softcap is not None:
             scores = torch.tanh(scores / self.final_softcap) * self.final_softcap

@@ -75,8 +75,8 @@ class LayerbenchLM(TemplateLM):
         self._max_gen_toks = int(max_gen_toks)
         self.seed = seed
         generation = prepared.generation
-        early_exit = generation.exit_layer > 0 and generation.num_speculations == 0
-        self.scorer = Scorer(self.engine, generation.exit_layer if early_exit else -1)
+        early_exit = generation.exit_block > 0 and generation.num_speculations == 0
+        self.scorer = Scorer(self.engine, generation.exit_block if early_exit else -1)
 
     @property
     def eot_token_id(self) -> int:

@@ -21,19 +21,19 @@ from layerbench.engine.engine import DECODE, PREFILL, Engine
 @dataclass(frozen=True)
 class Scorer:
     engine: Engine
-    exit_layer: int = -1  # engine block index E for early exit; -1: every block
+    exit_block: int = -1  # engine block index E for early exit; -1: every block
 
     @property
     def last_block(self) -> int:
-        return self.exit_layer if self.exit_layer > 0 else self.engine.num_blocks
+        return self.exit_block if self.exit_block > 0 else self.engine.num_blocks
 
     def _hidden(self, cache, start: int, ids: list[int], phase: str) -> torch.Tensor:
         tokens = torch.tensor([ids], device=self.engine.device)
         return self.engine.run(cache, start, 0, self.last_block, input_ids=tokens, phase=phase)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self.exit_layer > 0:
-            return self.engine.exit_logits(hidden, self.exit_layer)
+        if self.exit_block > 0:
+            return self.engine.exit_logits(hidden, self.exit_block)
         return self.engine.logits(hidden)
 
     def _score(self, hidden: torch.Tensor, continuation: list[int]) -> tuple[float, bool]:

@@ -52,7 +52,7 @@ def initial_document(plan: Plan, prepared: Prepared, run_id: str, log: RunLog) -
         "dataset": {"name": d.dataset, "split": plan.split, "num_samples": len(plan.samples),
                     "sample_ids": [s.sample_id for s in plan.samples], "template": plan.template,
                     "chat_template": prepared.use_chat, "n_shot": d.n_shot},
-        "generation": {"strategy": g.generation_strategy, "exit_layer": prepared.generation.exit_layer,
+        "generation": {"strategy": g.generation_strategy, "exit_layer": g.exit_layer, "exit_block": prepared.generation.exit_block,
                        "num_speculations": (g.num_speculations if STRATEGIES[g.generation_strategy].speculative
                                             else None),
                        "draft_confidence": g.draft_confidence, "exit_adapter": g.exit_adapter,

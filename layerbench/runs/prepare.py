@@ -100,17 +100,18 @@ def prune(plan: Plan, loaded: LoadedModel, stop: StopCondition) -> tuple[PruneMo
     return pruner, vocabulary
 
 
-def mapped_exit_layer(plan: Plan, pruner: PruneModel) -> int:
+def exit_block_of(plan: Plan, pruner: PruneModel) -> int:
+    """--exit_layer (an ORIGINAL layer) as the engine block the pruned model exits before (-1: none)."""
     g = plan.args.generation
-    exit_layer = pruner.map_exit_layer(g.exit_layer) if g.exit_layer > 0 else -1
-    if g.exit_layer > 0 and exit_layer == 0:
+    exit_block = pruner.map_exit_layer(g.exit_layer) if g.exit_layer > 0 else -1
+    if g.exit_layer > 0 and exit_block == 0:
         raise UsageError(f"--exit_layer {g.exit_layer}: every layer below it was pruned; the draft would be empty")
-    if g.exit_adapter != "none" and exit_layer >= pruner.num_blocks:
+    if g.exit_adapter != "none" and exit_block >= pruner.num_blocks:
         raise UsageError(f"--exit_layer {g.exit_layer}: every layer from it on was pruned; an exit adapter there "
                          f"would have nothing to adapt")
     pruner.report["exit_layer_original"] = g.exit_layer
-    pruner.report["exit_layer_pruned"] = exit_layer
-    return exit_layer
+    pruner.report["exit_block"] = exit_block
+    return exit_block
 
 
 def stop_condition(plan: Plan, loaded: LoadedModel) -> StopCondition:
@@ -172,9 +173,9 @@ def prepare_model(plan: Plan) -> Prepared:
     check_context(g, prompts, getattr(loaded.model.config, "max_position_embeddings", None))
     stop = stop_condition(plan, loaded)
     pruner, vocabulary = prune(plan, loaded, stop)
-    exit_layer = mapped_exit_layer(plan, pruner)
+    exit_block = exit_block_of(plan, pruner)
     if g.exit_adapter != "none":  # fitted once, on rank 0
-        fitted = fit_exit_adapter(pruner, exit_layer) if plan.info.is_main else None
+        fitted = fit_exit_adapter(pruner, exit_block) if plan.info.is_main else None
         fitted = distributed.broadcast(fitted, plan.info)
         pruner.report["exit_adapter"] = install_exit_adapter(pruner, fitted)
     if vocabulary is not None:
@@ -185,7 +186,7 @@ def prepare_model(plan: Plan) -> Prepared:
     options = EngineOptions(linear_kernel=b.linear_kernel, attention_backend=b.attention_backend)
     engine = pruner.attach(Engine(loaded.model, options))
     strategy = STRATEGIES[g.generation_strategy]
-    generation = strategy.configure(g, pruner, engine, exit_layer)
+    generation = strategy.configure(g, pruner, engine, exit_block)
     return Prepared(loaded=loaded, pruner=pruner, engine=engine, strategy=strategy,
                     generation=generation, stop=stop, prompts=prompts, use_chat=use_chat,
                     load_seconds=loaded.load_seconds)

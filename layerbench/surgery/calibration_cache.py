@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from layerbench.models.fingerprint import file_sha256
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: exit adapters store exit_block
 TENSORS = "tensors.safetensors"
 META = "meta.json"
 

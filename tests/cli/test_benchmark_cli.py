@@ -70,7 +70,8 @@ def test_self_speculative_run_reports_acceptance(tmp_path, tiny_model_dir, capsy
     drafted = sum(r["num_drafted"] for r in records)
     assert drafted > 0
     assert doc["metrics"]["acceptance_rate"] == pytest.approx(sum(r["num_accepted"] for r in records) / drafted)
-    assert doc["generation"]["mode"] == "self_speculative" and doc["generation"]["exit_layer"] == 3
+    assert doc["generation"]["mode"] == "self_speculative"
+    assert doc["generation"]["exit_layer"] == doc["generation"]["exit_block"] == 3  # nothing pruned: the same index
 
 
 def test_angular_run_logs_prune_report_and_hook_counts(tmp_path, tiny_model_dir):
@@ -87,7 +88,7 @@ def test_angular_run_logs_prune_report_and_hook_counts(tmp_path, tiny_model_dir)
     assert prune["calibration"]["dataset"] == "aclsum_summarization" and prune["calibration"]["split"] == "train"
     assert prune["calibration"]["samples"] == 4
     assert prune["exit_layer_original"] == 4
-    assert prune["exit_layer_pruned"] == sum(1 for i in prune["kept_layers"] if i < 4)
+    assert prune["exit_block"] == sum(1 for i in prune["kept_layers"] if i < 4)
     assert all(prune["layer_calls"][i] == 0 for i in prune["removed_layers"])
     assert all(prune["layer_calls"][i] > 0 for i in prune["kept_layers"])
     assert doc["model"]["num_layers"] == 4 and doc["model"]["num_parameters"] < doc["model"]["num_parameters_original"]

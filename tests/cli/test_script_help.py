@@ -5,7 +5,6 @@ import importlib
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -13,7 +12,8 @@ import analyze_logs
 from layerbench.errors import OneLineArgumentParser
 from tests.conftest import ROOT
 
-BENCH_SCRIPTS = ["speed", "draft_confidence", "linear_kernels", "fit_choices", "compare_predictions"]
+BENCH_SCRIPTS = ["speed", "draft_confidence", "linear_kernels", "fit_choices", "compare_predictions", "sweep_exit",
+                 "engine_versions"]
 GROUPED = {"speed": ["model and prompts", "timing", "self-speculation", "output"],
            "draft_confidence": ["model and prompts", "timing", "self-speculation", "output"],
            "linear_kernels": ["model", "timing", "output"]}
@@ -63,16 +63,27 @@ def test_analyze_logs_flags_are_grouped_and_have_help(monkeypatch):
     _check(_parser_of(lambda: analyze_logs.main([]), monkeypatch), ["which runs", "output"])
 
 
+HELP_WITHOUT_TORCH = """
+import os, runpy, sys
+sys.argv = [sys.argv[1], "--help"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))  # as `python SCRIPT` does
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as exc:
+    assert exc.code in (0, None), exc.code
+print("heavy modules imported:", sorted(m for m in ("torch", "transformers") if m in sys.modules))
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.dist
 @pytest.mark.parametrize("script", ["analyze_logs.py"] + [f"bench/{name}.py" for name in BENCH_SCRIPTS])
-def test_script_help_subprocess_is_fast(script):
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=30,
-                          env={**os.environ, "PYTHONPATH": ROOT})
-    seconds = time.perf_counter() - t0
-    assert proc.returncode == 0 and proc.stderr == "" and proc.stdout.startswith("usage: ")
-    assert seconds < 5, f"{script} --help took {seconds:.1f} s"
+def test_script_help_imports_neither_torch_nor_transformers(script):
+    """--help is answered from the flags alone (each experiment is one file: torch loads on first use)."""
+    proc = subprocess.run([sys.executable, "-c", HELP_WITHOUT_TORCH, script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": ROOT})
+    assert proc.returncode == 0 and proc.stderr == "" and proc.stdout.startswith("usage: "), proc.stderr
+    assert proc.stdout.strip().endswith("heavy modules imported: []")
 
 
 def test_bench_entry_point_lists_and_runs_experiments():

@@ -70,7 +70,7 @@ def test_exit_adapter_is_used_for_drafts_only_and_keeps_greedy_output():
     pm.apply()
     plain = Engine(copy.deepcopy(model))
     report = install_exit_adapter(pm, fit_exit_adapter(pm, 3))
-    assert report["parameters"] == 64 * 64 + 64 and report["exit_layer"] == 3
+    assert report["parameters"] == 64 * 64 + 64 and report["exit_block"] == 3
     assert count_parameters(model) == pm.num_parameters_original + 64 * 64 + 64
     adapted = Engine(model)
     prompt = prompt_ids()

@@ -57,7 +57,7 @@ def test_every_draft_is_accepted_when_the_skipped_layers_are_identities():
     model = tiny_llama(num_layers=8)
     make_identity_layers(model, [3, 4, 6])
     engine, config = _configure(model, "--draft_skip_layers", "3-4,6", "--num_speculations", "4")
-    assert (config.exit_layer, config.settings.draft_segments) == (3, [(5, 6), (7, 8)])
+    assert (config.exit_block, config.settings.draft_segments) == (3, [(5, 6), (7, 8)])
     result = _generate(engine, config)
     assert result.num_accepted == result.num_drafted > 0
     assert result.token_ids == greedy(engine, prompt_ids(), 40).token_ids

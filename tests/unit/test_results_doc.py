@@ -75,3 +75,12 @@ def test_lm_eval_table_shows_each_configuration_with_its_change_against_base(res
              for line in text.splitlines() if line.startswith("| ") and "configuration" not in line}
     assert lines["angular n=6"] == ["100", "30", "0.25 ± 0.05 (-0.25)", "450 (+150)", "12"]
     assert lines["base"] == ["100", "30", "0.5 ± 0.05", "300", "12"]
+
+
+def test_every_experiment_with_a_section_is_in_results_md(results_doc):
+    import importlib
+
+    import bench.__main__ as entry
+    sections = [importlib.import_module(module).SECTION for module in entry.EXPERIMENTS.values()
+                if hasattr(importlib.import_module(module), "SECTION")]
+    assert len(sections) >= 9 and all(section in results_doc.SECTIONS for section in sections)

@@ -35,7 +35,7 @@ def test_static_autoregressive_equals_eager(factory):
 @pytest.mark.parametrize("confidence", [None, 0.9])
 def test_static_self_speculative_equals_eager_for_every_draft_length(confidence):
     model = tiny_llama(num_layers=6)
-    config = GenerationConfig(max_steps=40, exit_layer=3, num_speculations=4, draft_confidence=confidence)
+    config = GenerationConfig(max_steps=40, exit_block=3, num_speculations=4, draft_confidence=confidence)
     static = _static(model, config, "self_speculative")
     assert len(static.static.steps) == 6  # one draft step, verification of 1..5 rows
     eager = Engine(model)
@@ -74,7 +74,7 @@ def test_static_cache_capacity_and_gating_are_checked():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graph_replay_equals_eager():
     model = tiny_llama().cuda()
-    config = GenerationConfig(max_steps=24, exit_layer=3, num_speculations=3)
+    config = GenerationConfig(max_steps=24, exit_block=3, num_speculations=3)
     graphed = Engine(model)
     install_static_steps(graphed, 128, STRATEGIES["self_speculative"].static_shapes(graphed, config), "cuda")
     prompt = prompt_ids().cuda()
@@ -82,7 +82,7 @@ def test_cuda_graph_replay_equals_eager():
 
 
 def _ss_config() -> GenerationConfig:
-    return GenerationConfig(max_steps=30, exit_layer=3, num_speculations=3)
+    return GenerationConfig(max_steps=30, exit_block=3, num_speculations=3)
 
 
 def test_replayed_steps_count_every_layer_call_as_eager_steps_do():
