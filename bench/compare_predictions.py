@@ -90,9 +90,11 @@ def render(files: list[tuple[str, dict]]) -> str:
     return "\n\n".join(out)
 
 
-SECTION = Section("Greedy outputs before and after the own forward", "equivalence/*.json",
-                  "python benchmark.py --num_samples 3 --max_steps 48 --seed 7 <flags>, once per checkout",
-                  "Predictions of the loop that called HF decoder layers against this engine's.", render)
+SECTION = Section("Greedy outputs before and after a change (bench/compare_predictions.py)", "equivalence/*.json",
+                  "python benchmark.py --num_samples 3 --max_steps 48 --seed 7 <flags>, once per checkout, then "
+                  "python bench/compare_predictions.py BEFORE AFTER --what ... --out results/equivalence/NAME.json",
+                  "Each file holds the predictions of two checkouts on the same runs; its first line says which "
+                  "(the first: the loop that called HF decoder layers against this engine's).", render)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ DRAFT_CONFIDENCE_COLUMNS = ["run", "tokens/s vs autoregressive", "acceptance", "
                             "same tokens as autoregressive"]
 
 
-def adapter_runners(adapted, tokenizer, a: argparse.Namespace) -> tuple[dict, dict, object]:
+def adapter_runners(adapted, tokenizer, calibration: list[list[int]], a: argparse.Namespace
+                    ) -> tuple[dict, dict, object]:
     """Self-speculation with the adapter, per draft vocabulary and confidence; the vocabularies' reports."""
     from layerbench.decoding import GenerationConfig
     from layerbench.engine.engine import Engine
@@ -39,7 +40,7 @@ def adapter_runners(adapted, tokenizer, a: argparse.Namespace) -> tuple[dict, di
     from layerbench.surgery.draft_vocabulary import choose_draft_vocabulary, install_draft_vocabulary
     runners, vocabularies, engine = {}, {}, None
     for size in a.vocabularies:
-        variant, _ = pruned_copy(adapted.model, tokenizer, PruneConfig(method="base"))
+        variant, _ = pruned_copy(adapted.model, tokenizer, PruneConfig(method="base"), calibration, a.dataset)
         if size:
             vocabularies[size] = install_draft_vocabulary(
                 variant, choose_draft_vocabulary(variant, size, {tokenizer.eos_token_id}))
@@ -71,7 +72,7 @@ def main() -> None:
     runners = {"autoregressive": our_runner(base, "autoregressive", GenerationConfig(max_steps=T)),
                "self_speculative (no adapter)": our_runner(
                    base, "self_speculative", GenerationConfig(max_steps=T, exit_block=E, num_speculations=d))}
-    more, vocabularies, engine = adapter_runners(adapted, loaded.tokenizer, a)
+    more, vocabularies, engine = adapter_runners(adapted, loaded.tokenizer, calibration, a)
     stats, outputs = run_alternating({**runners, **more}, prompts, a.rounds)
     ar = stats["autoregressive"].tokens_per_second
     rows = [[name, s.tokens_per_second / ar, s.acceptance if s.drafted else None,
