@@ -34,7 +34,10 @@ def assert_same(hf_lm, ours_lm, limit: int) -> None:
     for task in TASKS:
         a, b = flat(hf_ll[task]), flat(our_ll[task])
         assert len(a) == len(b) > 0
-        assert max(abs(x - y) for x, y in zip(a, b)) <= 1e-3, task
+        # fp32 sums over up to a few hundred tokens, computed by kernels whose summation order depends on the
+        # CPU's BLAS code path: within 1e-3 on one machine, 1.45e-3 apart on an AMD EPYC, so relative 2e-5 too
+        worst = max(abs(x - y) / max(1.0, abs(x)) for x, y in zip(a, b))
+        assert all(y == pytest.approx(x, rel=2e-5, abs=1e-3) for x, y in zip(a, b)), (task, worst)
     assert {k: v for k, v in hf_metrics["aclsum_mc"].items()} == our_metrics["aclsum_mc"]
     for key, value in hf_metrics["aclsum_ppl"].items():
         assert our_metrics["aclsum_ppl"][key] == pytest.approx(value, rel=1e-4)
