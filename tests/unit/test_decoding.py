@@ -71,6 +71,7 @@ def test_sampling_follows_the_processed_target_distribution():
     assert [again.pick(prompt_ids(), logits)[0] for _ in range(50)] == draws[:50].tolist()
 
 
+@pytest.mark.slow  # 400 sampled generations each way: 3.5 s
 @pytest.mark.parametrize("draft_vocabulary", [None, [0, 3, 5]])
 def test_speculative_sampling_preserves_target_distribution(draft_vocabulary):
     """Rejection sampling must reproduce the full model's distribution of a token that the verification pass

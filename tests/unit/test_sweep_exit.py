@@ -21,6 +21,7 @@ def _png(path):
         return f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # a whole sweep with plots: 5 s
 @pytest.mark.parametrize("extra, confidences", [(["--exit_adapter", "linear"], [None]),
                                                 (["--draft_confidences", "0.5"], [None, 0.5])])
 def test_sweep_writes_grid_csv_json_and_contours(sweep_exit, tiny_model_dir, tmp_path, capsys, extra, confidences):
