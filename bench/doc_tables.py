@@ -38,6 +38,10 @@ def side_by_side(files: list[tuple[str, dict]], key: str, fmt: str) -> str:
     return table(rows, [key, *(os.path.basename(p) for p, _ in files)])
 
 
-def render_ratio_tables(files: list[tuple[str, dict]]) -> str:
-    return "\n\n".join([side_by_side(files, "tokens_per_second", "{:.2f}"), side_by_side(files, "ratios", "{:.3f}"),
-                        side_by_side(files, "checks", "{}")])
+def render_ratio_tables(files: list[tuple[str, dict]], note: Callable[[dict], str] | None = None) -> str:
+    """Tokens/s, ratios and checks side by side, one column per file; `note`: a line per file under them."""
+    tables = "\n\n".join([side_by_side(files, "tokens_per_second", "{:.2f}"),
+                           side_by_side(files, "ratios", "{:.3f}"), side_by_side(files, "checks", "{}")])
+    if note is None:
+        return tables
+    return tables + "\n\n" + "\n".join(f"- {os.path.basename(p)}: {note(d)}" for p, d in files)

@@ -139,9 +139,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def render(files: list[tuple[str, dict]]) -> str:
-    before = [f"{os.path.basename(p)}: before = commit {d.get('before')}, after = {d.get('after')} (-dirty: the "
-              f"working tree before it was committed)" for p, d in files]
-    return render_ratio_tables(files) + "\n\n" + "\n".join(f"- {b}" for b in before)
+    return render_ratio_tables(files, lambda d: f"before = commit {d.get('before')}, after = {d.get('after')} "
+                                                f"(-dirty: the working tree before it was committed)")
 
 
 SECTION = Section("Engine versions side by side (bench/engine_versions.py)", "cpu/versions_*.json",

@@ -166,8 +166,7 @@ def main() -> None:
 
 
 def render(files: list[tuple[str, dict]]) -> str:
-    kernels = [f"{os.path.basename(p)}: linear kernel {d.get('linear_kernel')}" for p, d in files]
-    return render_ratio_tables(files) + "\n\n" + "\n".join(f"- {k}" for k in kernels)
+    return render_ratio_tables(files, lambda d: f"linear kernel {d.get('linear_kernel')}")
 
 
 SECTION = Section("Speed on CPU (bench/speed.py)", "cpu/speed_*.json",
