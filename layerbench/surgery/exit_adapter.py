@@ -4,9 +4,12 @@ norm and LM head whenever the model exits early or drafts. Verification never us
 output stays identical to autoregressive output."""
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING
 
+from layerbench import names
+from layerbench.errors import UsageError
 from layerbench.models.addons import get_addons
 from layerbench.surgery.calibration import calibration_engine, run_calibration
 from layerbench.surgery.linear_fit import ResidualFit, residual_linear
@@ -48,3 +51,19 @@ def install_exit_adapter(pm: PruneModel, fitted: dict) -> dict:
     module = residual_linear(fitted["W"], fitted["b"], like)
     get_addons(pm.model, create=True).exit_adapters[str(fitted["exit_block"])] = module
     return {"kind": "linear", "parameters": sum(p.numel() for p in module.parameters()), **fitted["report"]}
+
+
+def load_trained_exit_adapter(model_dir: str, exit_layer: int, exit_block: int) -> dict:
+    """The adapter train.py --trainable exit_adapter trained (an nn.Linear h -> hA^T + b, applied as h + adapter(h)
+    like a fitted one), as `fit_exit_adapter` returns one. It was trained for one exit: another --exit_layer is
+    refused."""
+    from safetensors import safe_open
+    path = os.path.join(model_dir, names.TRAINED_EXIT_ADAPTER_FILE)
+    with safe_open(path, framework="pt") as f:
+        trained_for = int((f.metadata() or {}).get("exit_layer", -1))
+        weight, bias = f.get_tensor("weight"), f.get_tensor("bias")
+    if trained_for != exit_layer:
+        raise UsageError(f"--exit_adapter trained: {path} was trained for exit layer {trained_for}, not "
+                         f"--exit_layer {exit_layer}")
+    return {"exit_block": exit_block, "W": weight.float().T, "b": bias.float(),
+            "report": {"exit_block": exit_block, "source": path, "trained_for_exit_layer": trained_for}}
