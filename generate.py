@@ -34,10 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     if "-h" in rest or "--help" in rest:
         print(parser.format_help())
         print("model, pruning and generation flags (as benchmark.py; dataset and log flags are not used):")
-    args = parse_args(rest)
+    from layerbench.runs.interactive_plan import checked_prompt, interactive_plan
+    plan = interactive_plan(parse_args(rest))
+    prompts = [checked_prompt(p, "--prompt") for p in own.prompt] if own.prompt is not None else None
     colour = own.color == "always" or (own.color == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ)
     from layerbench.runs.interactive import SessionOptions, session  # heavy imports after the flags
-    return session(args, SessionOptions(prompts=own.prompt, colour=colour, out=sys.stdout))
+    return session(plan, SessionOptions(prompts=prompts, colour=colour, out=sys.stdout))
 
 
 if __name__ == "__main__":

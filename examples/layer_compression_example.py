@@ -9,13 +9,9 @@ bytes held (after: with the dense originals adjust_compression_level keeps), dec
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from dataclasses import dataclass
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # runnable from a clone
-
-from layerbench.errors import OneLineArgumentParser, positive_int, run_script  # noqa: E402
+from layerbench.errors import OneLineArgumentParser, positive_int, run_script
 
 
 def unit_interval(text: str) -> float:

@@ -43,6 +43,21 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+def seed_int(text: str) -> int:
+    """argparse type: a seed numpy, torch and random all accept, in [0, 2**32 - 1]."""
+    value = _int_at_least(text, 0)
+    if value > 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**32 - 1], got {value}")
+    return value
+
+
+def folder_name(text: str) -> str:
+    """argparse type: a folder path that is not empty."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must name a folder, got {text!r}")
+    return text
+
+
 def run_script(main: Callable[[], object]) -> NoReturn:
     """Run a script's main(); a UsageError becomes one `error: ...` line and exit status 2."""
     try:

@@ -8,11 +8,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from layerbench.evaluation import datasets  # noqa: E402
+from layerbench.evaluation import datasets
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NUM_CHOICES = 4

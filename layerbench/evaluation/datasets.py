@@ -75,6 +75,16 @@ def _human_eval(split: str, opts: DatasetOptions) -> list[Sample]:
     return [Sample(r["task_id"], r["prompt"], r["canonical_solution"], r) for r in _read_jsonl(path)]
 
 
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot be tokenized, or None: a lone surrogate (JSON's "\\ud800", or bytes that were not UTF-8
+    read with surrogateescape) has no UTF-8 encoding."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"is not valid Unicode text ({exc.object[exc.start]!r} at character {exc.start})"
+    return None
+
+
 def _custom_jsonl(split: str, opts: DatasetOptions) -> list[Sample]:
     if not opts.data_path:
         raise UsageError("--data_path is required for --dataset custom_jsonl")
@@ -94,6 +104,12 @@ def _custom_jsonl(split: str, opts: DatasetOptions) -> list[Sample]:
             if not isinstance(row[f], str):
                 raise UsageError(f"--data_path {opts.data_path}: line {i + 1} field {f!r} is "
                                  f"{json.dumps(row[f])[:40]}, not a string")
+            problem = text_problem(row[f])
+            if problem:
+                raise UsageError(f"--data_path {opts.data_path}: line {i + 1} field {f!r} {problem}")
+        if not row[opts.prompt_field]:
+            raise UsageError(f"--data_path {opts.data_path}: line {i + 1} field {opts.prompt_field!r} is empty; "
+                             f"a prompt must have text")
         samples.append(Sample(str(row.get("id", i)), row[opts.prompt_field], row[opts.response_field]))
     return samples
 

@@ -50,6 +50,15 @@ def batch_size_of(value) -> int:
     return int(text)
 
 
+def whole_number(name: str, value) -> int | None:
+    """model_args max_length / max_gen_toks: None, or an integer >= 1 (lm-eval's CLI may hand it over as 512.0)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise UsageError(f"model_args {name} must be a whole number >= 1, got {value!r}")
+    return value
+
+
 def worth_sharing(context: int, continuations: list[int]) -> bool:
     """Prefill a shared context once (then one pass per continuation) when that saves at least half of the
     tokens the group would otherwise run: true for multiple-choice questions, false for rolling windows, whose
@@ -64,6 +73,8 @@ class LayerbenchLM(TemplateLM):
                  max_length: int | None = None, max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
                  prepared: Prepared | None = None, seed: int = 42, **model_args) -> None:
         super().__init__()
+        max_length, max_gen_toks = (whole_number(name, value) for name, value in (("max_length", max_length),
+                                                                                  ("max_gen_toks", max_gen_toks)))
         if prepared is None:
             prepared = build({**model_args, "seed": seed, "device": device_flag(device)})
         self.prepared = prepared

@@ -2,9 +2,11 @@
 benchmark.py does (the same Plan and prepare steps: load, prune, fit stand-ins and exit adapters, Engine)."""
 from __future__ import annotations
 
+import typing
 from dataclasses import fields
 
 from layerbench.errors import UsageError
+from layerbench.flags import element_type
 from layerbench.runs.arguments import BenchmarkArguments, GenerationArguments, PruneArguments
 from layerbench.runs.ranks import DistInfo
 from layerbench.runs.plan import make_plan
@@ -29,9 +31,18 @@ def to_argv(model_args: dict) -> list[str]:
             raise UsageError(f"model_args {key!r} unknown; choose from {', '.join(MODEL_ARGS)}")
         if value is None:
             continue
+        if isinstance(value, float) and value.is_integer() and _flag_type(name) is int:
+            value = int(value)  # lm-eval's CLI reads `exit_layer=-1` as -1.0
         text = str(value)
         argv += [f"--{name}", *(text.replace(";", " ").split() if _is_list_flag(name) else [text])]
     return argv
+
+
+def _flag_type(name: str) -> type:
+    """The element type of a flag (int for `Optional[int]` and `list[int]`)."""
+    group = next(g for g in (BenchmarkArguments, GenerationArguments, PruneArguments)
+                 if name in {f.name for f in fields(g)})
+    return element_type(typing.get_type_hints(group)[name])
 
 
 def _is_list_flag(name: str) -> bool:

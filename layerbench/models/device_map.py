@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 from layerbench.errors import UsageError
 
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+SIZE = re.compile(r"^\d+(\.\d+)?\s*([gmk]ib|[gmk]b)$", re.IGNORECASE)  # what accelerate's size parser reads
 
 
 def _json(value: str, flag: str) -> dict:
@@ -36,8 +38,8 @@ def _json(value: str, flag: str) -> dict:
 def _device_name(value: object, where: str) -> str | int:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
-    if isinstance(value, str) and (value in ("cpu", "disk", "cuda") or value.startswith("cuda:")
-                                   or value.isdigit()):
+    if isinstance(value, str) and (value in ("cpu", "disk", "cuda") or value.isdigit()
+                                   or (value.startswith("cuda:") and value[5:].isdigit())):
         return int(value) if value.isdigit() else value
     raise UsageError(f"--device_map: {where} -> {value!r} is not a device (a GPU index, 'cuda:N', 'cpu' or 'disk')")
 
@@ -69,8 +71,19 @@ def parse_max_memory(value: str) -> dict[str | int, str]:
             raise UsageError(f"--max_memory: {key!r} is not a GPU index, 'cpu' or 'disk'")
         if device == "disk":
             raise UsageError("--max_memory disk=...: the engine computes where weights live and refuses disk offload")
-        out[device] = str(size)
+        out[device] = _size(device, size)
     return out
+
+
+def _size(device: str | int, size: object) -> int | str:
+    """A size accelerate understands: a number of bytes, or a number with a unit (GiB, MiB, KiB, GB, MB, KB)."""
+    text = str(size).strip()
+    if isinstance(size, int) and not isinstance(size, bool) and size >= 0 or isinstance(size, str) and text.isdigit():
+        return int(text)
+    if isinstance(size, str) and SIZE.match(text):
+        return text
+    raise UsageError(f"--max_memory {device}={size}: not a size; give bytes or a number with a unit, e.g. 20GiB, "
+                     f"500MB")
 
 
 def refuse_disk(mapping: dict, flag: str) -> None:

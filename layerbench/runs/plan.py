@@ -8,6 +8,8 @@ from layerbench.evaluation import datasets
 from layerbench.runs import lm_eval_step, resume
 from layerbench.runs.arguments import Arguments, parse_args
 from layerbench.runs.flag_checks import check_flags
+from layerbench.runs.given_flags import check_resume_folder
+from layerbench.runs.run_lock import RunLock, acquire
 from layerbench.runs.ranks import DistInfo
 from layerbench.surgery.config import PruneConfig
 
@@ -24,6 +26,7 @@ class Plan:
     samples: list[datasets.Sample]
     template: str
     shots: str  # n-shot prefix
+    lock: RunLock | None = None  # --resume: the resumed run's lock, held by the main rank from planning on
 
     def prompt_text(self, sample: datasets.Sample) -> str:
         """The n-shot prefix and the filled template (before any chat wrapping)."""
@@ -36,6 +39,10 @@ def make_plan(argv: list[str] | None, info: DistInfo) -> Plan:
     prune_config = check_flags(args, info)
     lm_eval_step.check(b)
     resumed = resume.load(b.resume, args.as_dict()) if b.resume else None
+    lock = None
+    if resumed:
+        check_resume_folder(args, resumed.output_dir)
+        lock = acquire(resumed.output_dir, resumed.run_id, f"--resume {b.resume}") if info.is_main else None
     output_dir = resumed.output_dir if resumed else b.output_dir
     options = datasets.DatasetOptions(data_path=d.data_path, prompt_field=d.prompt_field,
                                       response_field=d.response_field)
@@ -45,4 +52,4 @@ def make_plan(argv: list[str] | None, info: DistInfo) -> Plan:
     template = d.template or spec.template
     shots = datasets.few_shot_prefix(d.dataset, d.n_shot, b.seed, template, options)
     return Plan(args=args, info=info, prune_config=prune_config, resumed=resumed, output_dir=output_dir,
-                options=options, split=split, samples=samples, template=template, shots=shots)
+                options=options, split=split, samples=samples, template=template, shots=shots, lock=lock)

@@ -9,7 +9,8 @@ from layerbench.errors import UsageError
 from layerbench.runs.run_log import RunLog, read_samples
 
 # flags that may differ between the interrupted run and its continuation
-IGNORED_FLAGS = {"resume", "output_dir", "warmup", "bootstrap_resamples", "no_calibration_cache"}
+IGNORED_FLAGS = {"resume", "output_dir", "warmup", "bootstrap_resamples", "no_calibration_cache", "verify_cache",
+                 "reference"}
 
 
 @dataclass

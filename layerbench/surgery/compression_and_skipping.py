@@ -2,6 +2,7 @@
 `update_model_with_gating`, `adjust_compression_level` (and `get_metrics`, on PruneModel itself)."""
 from __future__ import annotations
 
+import numbers
 import time
 
 import torch
@@ -113,6 +114,9 @@ class CompressionAndSkipping:
         budget is ceil(c * L) layers. Lower compute never raises rank or lowers the threshold; re-factorization
         always starts from the original weights, so c = 1 restores the initial model exactly. Build or
         `prepare()` engines after calling this."""
+        if isinstance(available_compute, bool) or not isinstance(available_compute, numbers.Real):
+            raise UsageError(f"available_compute must be a number in (0, 1], got {available_compute!r} "
+                             f"({type(available_compute).__name__})")
         if not 0 < available_compute <= 1:
             raise UsageError(f"available_compute must be in (0, 1], got {available_compute}")
         c = available_compute

@@ -74,3 +74,4 @@ class PruneMethod:
     removes_layers: bool = False  # --stand_in applies to it
     saveable: bool = True  # a standard HF checkpoint can describe its result (without stand-ins)
     per_sequence: bool = False  # decides per sequence at prefill, so drafts cannot be verified from its KV
+    calibrates: Callable[[Any], bool] = lambda options: False  # reads calibration text with these flags

@@ -262,6 +262,12 @@ class PruneModel(CompressionAndSkipping):
         if self.compressor is not None or self.gate is not None or (addons is not None and not addons.is_empty()):
             raise UsageError("a standard checkpoint cannot describe factorized, gated, stand-in or exit-adapter "
                              "modules; only base, angular and random models without stand-ins can be saved")
-        self.model.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
+        if not str(directory).strip():
+            raise UsageError(f"--save_pruned_model must name a folder, got {directory!r}")
+        try:
+            self.model.save_pretrained(directory)
+            self.tokenizer.save_pretrained(directory)
+        except OSError as exc:
+            raise UsageError(f"--save_pruned_model {directory}: cannot write the checkpoint "
+                             f"({exc.strerror or type(exc).__name__})") from exc
 

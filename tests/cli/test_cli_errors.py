@@ -72,6 +72,11 @@ CASES = [
     (["--linear_kernel", "nope"], "argument --linear_kernel: invalid choice: 'nope'"),
     (["--attention_backend", "nope"], "argument --attention_backend: invalid choice: 'nope'"),
     (["--cuda_graphs", "maybe"], "argument --cuda_graphs: invalid choice: 'maybe'"),
+    (["--exact", "maybe"], "argument --exact: invalid choice: 'maybe'"),
+    (["--compile", "yes"], "argument --compile: invalid choice: 'yes'"),
+    (["--prune_method", "gated", "--exact", "on"], "--exact on needs the same layers at every decode step"),
+    (["--prune_method", "gated", "--compile", "on"], "--compile on needs the same layers at every decode step"),
+    (["--reference", "/nonexistent/run.json"], "--reference /nonexistent/run.json: no such run JSON"),
     (["--stand_in", "mlp", "--prune_method", "angular", "--prune_n", "2"], "argument --stand_in: invalid choice: 'mlp'"),
     (["--stand_in", "linear", "--prune_method", "lowrank", "--compression_rank", "4"],
      "--stand_in only applies to --prune_method angular or random"),
@@ -128,6 +133,44 @@ CASES = [
     (["--max_memory", "0=1GiB"], "error: --max_memory only applies with --device_map"),
     (["--device_map", '{"model": "gpu"}'], "is not a device"),
     (["--device_map", '{"": "disk"}'], "offloaded to disk"),
+    # issue 29: each of these was a traceback, or accepted and meaningless
+    (["--dataset", "human_eval", "--execute_code", "True", "--execution_timeout", "1e12"],
+     "error: --execution_timeout must be in (0, 3600] seconds, got 1e+12"),
+    (["--temperature", "0.7"], "error: --temperature only applies with --sample True; decoding is greedy without it"),
+    (["--top_k", "5"], "error: --top_k only applies with --sample True"),
+    (["--top_p", "0.9"], "error: --top_p only applies with --sample True"),  # given, even at its default
+    (["--calibration_samples", "4"], "error: --calibration_samples only applies when something reads calibration "
+                                     "text (a --prune_method that calibrates, --stand_in, --exit_adapter, "
+                                     "--draft_vocabulary, --draft_skip); --prune_method base with these flags "
+                                     "reads none"),
+    (["--prune_method", "random", "--dropout_threshold", "0.1", "--calibration_dataset", "aclsum_summarization"],
+     "error: --calibration_dataset only applies when something reads calibration text"),
+    (["--prune_method", "lowrank", "--compression_rank", "4", "--no_calibration_cache"],
+     "error: --no_calibration_cache only applies when something reads calibration text"),
+    (["--prune_method", "gated", "--calibration_max_length", "64"],
+     "error: --calibration_max_length only applies when something reads calibration text"),
+    (["--attention_backend", "flash", "--device", "cpu"],
+     "error: --attention_backend flash chooses CUDA's SDPA kernels; it does not apply to --device cpu"),
+    (["--stop_words", "END", ""], "error: --stop_words: an empty stop word would end every generation"),
+    (["--dataset", "custom_jsonl", "--data_path", "{null_reference}", "--split", "test"],
+     "error: --split does not apply to --dataset custom_jsonl: the --data_path file is its one split"),
+    (["--save_pruned_model", ""], "error: --save_pruned_model must name a folder, got ''"),
+    (["--output_dir", " "], "error: --output_dir must name a folder, got ' '"),
+    (["--output_dir", "/proc/layerbench_test/sub"],
+     "error: --output_dir /proc/layerbench_test/sub: cannot create a folder in /proc"),
+    (["--save_pruned_model", "/proc/layerbench_test"],
+     "error: --save_pruned_model /proc/layerbench_test: cannot create a folder in /proc"),
+    (["--device_map", "auto", "--max_memory", "0=abc"],
+     "error: --max_memory 0=abc: not a size; give bytes or a number with a unit, e.g. 20GiB, 500MB"),
+    (["--device_map", '{"model": "cuda:x"}'], "error: --device_map: model -> 'cuda:x' is not a device"),
+    (["--verify_cache", "--model", TINY],
+     "error: --verify_cache checks the embedded model's converted cache; a --model is loaded as it is"),
+    (["--dataset", "custom_jsonl", "--data_path", "{surrogate}"],
+     "error: --data_path {surrogate}: line 2 field 'prompt' is not valid Unicode text ('\\ud800' at character 1)"),
+    (["--dataset", "custom_jsonl", "--data_path", "{surrogate_reference}"],
+     "error: --data_path {surrogate_reference}: line 1 field 'response' is not valid Unicode text"),
+    (["--dataset", "custom_jsonl", "--data_path", "{empty_prompt}"],
+     "error: --data_path {empty_prompt}: line 1 field 'prompt' is empty; a prompt must have text"),
 ]
 
 
@@ -141,12 +184,19 @@ def _placeholders(tiny, tmp_path) -> dict[str, str]:
     _jsonl(tmp_path / "long.jsonl", [{"id": "short", "prompt": "hi", "response": "ok"},
                                      {"id": "long", "prompt": "word " * 1200, "response": "ok"}])
     _jsonl(tmp_path / "null.jsonl", [{"prompt": "a", "response": "b"}, {"prompt": "c", "response": None}])
+    (tmp_path / "surrogate.jsonl").write_text('{"prompt": "ok", "response": "x"}\n'
+                                              '{"prompt": "a\\ud800b", "response": "x"}\n')
+    (tmp_path / "surrogate_reference.jsonl").write_text('{"prompt": "ok", "response": "\\udc80"}\n')
+    _jsonl(tmp_path / "empty_prompt.jsonl", [{"prompt": "", "response": "x"}])
     (tmp_path / "empty_model").mkdir()
     (tmp_path / "config_only").mkdir()
     (tmp_path / "config_only" / "config.json").write_text("{}")
     return {TINY: tiny, "{tmp}": str(tmp_path), "{file}": str(tmp_path / "file"),
             "{long_prompt}": str(tmp_path / "long.jsonl"), "{null_reference}": str(tmp_path / "null.jsonl"),
-            "{empty_dir}": str(tmp_path / "empty_model"), "{config_only}": str(tmp_path / "config_only")}
+            "{empty_dir}": str(tmp_path / "empty_model"), "{config_only}": str(tmp_path / "config_only"),
+            "{surrogate}": str(tmp_path / "surrogate.jsonl"),
+            "{surrogate_reference}": str(tmp_path / "surrogate_reference.jsonl"),
+            "{empty_prompt}": str(tmp_path / "empty_prompt.jsonl")}
 
 
 def _fill(text: str, named: dict[str, str]) -> str:
@@ -195,6 +245,51 @@ def test_cuda_requested_without_cuda(tmp_path, tiny_model_dir, capsys):
     assert err == ["error: --cuda_graphs on needs a CUDA device"]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="only meaningful without CUDA")
+@pytest.mark.parametrize("argv,expected", [
+    (["--device_map", '{"": 0}'], "error: --device_map '' -> 0: there is no CUDA device on this machine"),
+    (["--device_map", "auto", "--max_memory", "0=1GiB,cpu=4GiB"],
+     "error: --max_memory 0=...: there is no CUDA device on this machine"),
+    (["--attention_backend", "efficient"], "error: --attention_backend efficient chooses among CUDA's SDPA kernels; "
+                                           "this run computes on the CPU (no CUDA device here)"),
+])
+def test_gpu_flags_without_cuda_are_refused_before_loading(argv, expected, tmp_path, tiny_model_dir, capsys):
+    assert benchmark.main(["--model", tiny_model_dir, "--output_dir", str(tmp_path / "out"), *argv]) == 2
+    assert capsys.readouterr().err.splitlines() == [expected]  # no `loading ...` line: refused before it
+    assert not (tmp_path / "out").exists()
+
+
+def test_given_flags_that_apply_are_accepted(tmp_path):
+    """The refusals above are about flags the configuration would ignore; where they apply they are taken."""
+    from layerbench.runs.plan import make_plan
+    from layerbench.runs.ranks import DistInfo
+    plan = make_plan(["--sample", "--temperature", "0.7", "--top_k", "5", "--top_p", "0.5", "--prune_method",
+                      "angular", "--prune_n", "1", "--calibration_samples", "4", "--no_calibration_cache",
+                      "--output_dir", str(tmp_path)], DistInfo())
+    g, p = plan.args.generation, plan.args.prune
+    assert (g.temperature, g.top_k, g.top_p, p.calibration_samples, p.no_calibration_cache) == (0.7, 5, 0.5, 4, True)
+    assert plan.args.explicit == {"sample", "temperature", "top_k", "top_p", "prune_method", "prune_n",
+                                  "calibration_samples", "no_calibration_cache", "output_dir"}
+    for argv in (["--exit_layer", "3", "--exit_adapter", "linear"], ["--prune_method", "lowrank", "--lowrank_method",
+                 "asvd", "--compression_rank", "4"], ["--prune_method", "angular", "--prune_n", "1", "--stand_in",
+                 "linear"]):
+        make_plan([*argv, "--calibration_samples", "4", "--output_dir", str(tmp_path)], DistInfo())
+    assert make_plan(["--output_dir", str(tmp_path)], DistInfo()).args.explicit == {"output_dir"}
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_every_rank_prints_its_refusal_under_torchrun(tmp_path):
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    proc = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", "benchmark.py", "--temperature",
+                           "0.7", "--output_dir", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert lines == ["error: --temperature only applies with --sample True; decoding is greedy without it"] * 2
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.dist
 @pytest.mark.slow
 def test_subprocess_error_has_no_traceback(tmp_path):
@@ -210,6 +305,9 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     ("analyze_logs.py", ["--format", "xyz"], "error: argument --format: invalid choice: 'xyz'"),
     ("analyze_logs.py", ["--bootstrap_resamples", "0"], "error: argument --bootstrap_resamples: must be >= 1, got 0"),
     ("analyze_logs.py", ["results/sweep", "--out", "README.md"], "error: --out README.md: is a file, not a folder"),
+    ("analyze_logs.py", ["results/sweep", "--out", ""], "error: argument --out: must name a folder, got ''"),
+    ("analyze_logs.py", ["results/sweep", "--seed", "-1"], "error: argument --seed: must be >= 0, got -1"),
+    ("analyze_logs.py", ["--seed", str(2**32)], "error: argument --seed: must be in [0, 2**32 - 1], got 4294967296"),
     ("bench/speed.py", ["--samples", "0"], "error: argument --samples: must be >= 1, got 0"),
     ("bench/linear_kernels.py", ["--rows", "1", "x"], "error: argument --rows: invalid int value: 'x'"),
     ("bench/speed.py", ["--draft_vocabulary", "-1"], "error: argument --draft_vocabulary: must be >= 0, got -1"),

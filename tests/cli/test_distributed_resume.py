@@ -27,10 +27,16 @@ def _records(out_dir, doc):
         return [json.loads(line) for line in f]
 
 
+SAMPLED = ["--sample", "True", "--temperature", "1.0"]
+FAST = ["--linear_kernel", "torch", "--warmup", "False"]  # no kernel timing, no warm-up: in-process runs stay quick
+
+
 @pytest.mark.dist
 @pytest.mark.slow
-def test_torchrun_two_ranks_equal_single_process(tmp_path, tiny_model_dir):
-    args = ["--model", tiny_model_dir, "--num_samples", "5", "--max_steps", "12"]
+@pytest.mark.parametrize("decoding", [[], SAMPLED], ids=["greedy", "sampled"])
+def test_torchrun_two_ranks_equal_single_process(tmp_path, tiny_model_dir, decoding):
+    """Sampled too: a sample's random stream depends on the seed and its id, not on the rank that runs it."""
+    args = ["--model", tiny_model_dir, "--num_samples", "5", "--max_steps", "12", *decoding]
     assert benchmark.main(args + ["--output_dir", str(tmp_path / "single")]) == 0
     proc = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", "benchmark.py", *args,
                            "--output_dir", str(tmp_path / "ddp")], cwd=ROOT, capture_output=True, text=True,
@@ -54,8 +60,11 @@ def test_torchrun_two_ranks_equal_single_process(tmp_path, tiny_model_dir):
 
 @pytest.mark.dist
 @pytest.mark.slow
-def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, tiny_model_dir):
-    args = ["--model", tiny_model_dir, "--num_samples", "6", "--max_steps", "150", "--perplexity", "False"]
+@pytest.mark.parametrize("decoding", [[], SAMPLED], ids=["greedy", "sampled"])
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, tiny_model_dir, decoding, capsys):
+    """Also: a second --resume while the run is still going is refused (it holds its lock); the lock file a killed
+    run leaves is taken over, and removed when the run ends."""
+    args = ["--model", tiny_model_dir, "--num_samples", "6", "--max_steps", "150", "--perplexity", "False", *decoding]
     assert benchmark.main(args + ["--output_dir", str(tmp_path / "full")]) == 0
     _, full = _doc(tmp_path / "full")
     out = tmp_path / "killed"
@@ -69,9 +78,17 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, tiny_model_dir):
             samples_file = files[0]
             break
         time.sleep(0.005)
+    json_path = samples_file[: -len("_samples.jsonl")] + ".json" if samples_file else None
+    capsys.readouterr()
+    refused = samples_file and benchmark.main(["--resume", json_path] + args) == 2
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert samples_file, "the run never wrote two samples"
+    run_id = os.path.basename(json_path)[len("benchmark_"):-len(".json")]
+    assert refused and capsys.readouterr().err.splitlines() == [
+        f"error: --resume {json_path}: run {run_id} is in use by another process (pid {proc.pid}); one process per "
+        f"run at a time"]
+    assert os.path.exists(out / f".benchmark_{run_id}.lock")  # left by the killed run, its flock gone with it
     done_before = sum(1 for _ in open(samples_file))
     assert 2 <= done_before < 6, "the run must be killed mid-way"
     with open(samples_file, "a") as f:  # what a kill in the middle of a write leaves behind
@@ -87,6 +104,78 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, tiny_model_dir):
     for key in ("rouge1", "rouge2", "rougeL", "corpus_bleu", "exact_match", "edit_distance", "num_tokens", "perplexity"):
         assert resumed["metrics"][key] == full["metrics"][key]
     assert resumed["throughput"]["per_rank"][0]["samples"] == 6 - done_before
+    assert not os.path.exists(out / f".benchmark_{run_id}.lock")
+
+
+def test_a_sampled_resume_equals_the_uninterrupted_run(tmp_path, tiny_model_dir):
+    """The samples a resumed run still has to do come first in its process; each draws from its own stream (seed,
+    sample id), so they draw what they drew in the uninterrupted run."""
+    args = ["--model", tiny_model_dir, "--num_samples", "3", "--max_steps", "10", "--perplexity", "False", *FAST,
+            *SAMPLED]
+    assert benchmark.main(args + ["--output_dir", str(tmp_path / "full")]) == 0
+    _, full = _doc(tmp_path / "full")
+    expected = [r["prediction"] for r in _records(tmp_path / "full", full)]
+    assert len(set(expected)) == 3
+    out = tmp_path / "cut"
+    assert benchmark.main(args + ["--output_dir", str(out)]) == 0
+    json_path, doc = _doc(out)
+    samples = out / doc["samples_file"]
+    samples.write_text("".join(samples.read_text().splitlines(keepends=True)[:2]))  # as if killed after two
+    doc["complete"] = False
+    with open(json_path, "w") as f:
+        json.dump(doc, f)
+    assert benchmark.main(["--resume", json_path] + args) == 0
+    _, resumed = _doc(out)
+    assert [r["prediction"] for r in _records(out, resumed)] == expected
+    assert resumed["throughput"]["per_rank"][0]["samples"] == 1
+
+
+def test_sample_seeds_depend_on_seed_and_sample_id_only():
+    from layerbench.runs.generate import sample_seed
+    seeds = {sample_seed(s, i) for s in (0, 42) for i in ("HumanEval/0", "HumanEval/1", "0", "1")}
+    assert len(seeds) == 8 and all(0 <= x < 2**63 for x in seeds)
+    assert sample_seed(42, "HumanEval/0") == sample_seed(42, "HumanEval/0")
+
+
+def test_a_second_resume_of_a_run_in_use_is_refused(tmp_path, tiny_model_dir, capsys):
+    from layerbench.runs.run_lock import acquire
+    args = ["--model", tiny_model_dir, "--num_samples", "2", "--max_steps", "4", *FAST, "--output_dir", str(tmp_path)]
+    assert benchmark.main(args) == 0
+    json_path, doc = _doc(tmp_path)
+    # the run's lock went with it
+    assert sorted(os.listdir(tmp_path)) == sorted([os.path.basename(json_path), doc["samples_file"]])
+    held = acquire(str(tmp_path), doc["run_id"], "test")  # another process's lock (flock: one per open file)
+    capsys.readouterr()
+    assert benchmark.main(["--resume", json_path, *args]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: --resume {json_path}: run {doc['run_id']} is in use by another process (pid {os.getpid()}); one "
+        f"process per run at a time"]
+    held.release()
+    assert benchmark.main(["--resume", json_path, *args]) == 0
+
+
+def test_a_stale_lock_is_taken_over(tmp_path):
+    from layerbench.runs.run_lock import acquire, lock_path
+    with open(lock_path(str(tmp_path), "r1"), "w") as f:
+        f.write("999999999\n")  # a killed run's pid; the kernel dropped its flock
+    lock = acquire(str(tmp_path), "r1", "--resume")
+    with open(lock.path) as f:
+        assert f.read() == f"{os.getpid()}\n"
+    lock.release()
+    assert os.listdir(tmp_path) == []
+
+
+def test_resume_into_another_output_dir_is_refused(tmp_path, tiny_model_dir, capsys):
+    args = ["--model", tiny_model_dir, "--num_samples", "2", "--max_steps", "4", *FAST]
+    assert benchmark.main(args + ["--output_dir", str(tmp_path / "run")]) == 0
+    json_path, _ = _doc(tmp_path / "run")
+    capsys.readouterr()
+    assert benchmark.main(["--resume", json_path, *args, "--output_dir", str(tmp_path / "other")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: --output_dir {tmp_path / 'other'}: --resume continues the run in its own folder {tmp_path / 'run'}; "
+        f"leave --output_dir out or give that folder"]
+    assert not (tmp_path / "other").exists()
+    assert benchmark.main(["--resume", json_path, *args]) == 0  # without --output_dir: in its own folder
 
 
 def test_resume_with_different_configuration_is_refused(tmp_path, tiny_model_dir, capsys):
@@ -109,8 +198,14 @@ def test_human_eval_checker_passes_canonical_solution_and_fails_junk():
 def test_execute_code_reports_pass_at_1(tmp_path, tiny_model_dir, capsys):
     assert benchmark.main(["--model", tiny_model_dir, "--dataset", "human_eval", "--num_samples", "2",
                            "--max_steps", "8", "--execute_code", "True", "--output_dir", str(tmp_path)]) == 0
-    assert "warning: --execute_code runs model-written code" in capsys.readouterr().err
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "--execute_code" in line]
     _, doc = _doc(tmp_path)
+    isolation = doc["code_execution"]["sandbox"]
+    if isolation["own_network"] and isolation["read_only"] and isolation["counted"]:
+        assert line.startswith("--execute_code: model-written code runs sandboxed (network: none (own network ")
+    else:
+        assert line.startswith("warning: --execute_code: the sandbox is weaker on this machine (network: ")
+    assert isolation["environment"] == "empty" and isolation["limits"]["cpu_seconds"] == 4  # ceil(3.0) + 1
     records = _records(tmp_path, doc)
     assert all("passed" in r and "execution_result" in r for r in records)
     assert doc["metrics"]["pass@1"] == sum(r["passed"] for r in records) / 2

@@ -71,3 +71,34 @@ def test_own_flags_leave_benchmark_flags_alone():
     own, rest = generate.own_flags().parse_known_args(["--prompt", "a", "--prompt_field", "p", "--prompt", "b",
                                                        "--color", "never", "--max_steps", "3"])
     assert own.prompt == ["a", "b"] and own.color == "never" and rest == ["--prompt_field", "p", "--max_steps", "3"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--prompt", ""], "--prompt: an empty prompt"),
+    (["--prompt", "a\udc80b"], "--prompt: the prompt is not valid Unicode text ('\\udc80' at character 1)"),
+    (["--output_dir", "x"], "--output_dir is a benchmark.py flag that generate.py does not use"),
+    (["--num_samples", "3"], "--num_samples is a benchmark.py flag that generate.py does not use"),
+    (["--cuda_graphs", "off"], "--cuda_graphs is a benchmark.py flag that generate.py does not use"),
+    (["--temperature", "0.7"], "--temperature only applies with --sample True"),
+])
+def test_bad_prompts_and_unused_flags_are_refused_before_torch(argv, message):
+    with pytest.raises(UsageError) as refused:
+        generate.main(argv)
+    assert str(refused.value).startswith(message)
+
+
+def test_a_prompt_longer_than_the_context_is_one_line(tiny_model_dir):
+    with pytest.raises(UsageError, match=r"^a prompt of \d{4} tokens: the model's context is 512 "):
+        generate.main(["--model", tiny_model_dir, "--prompt", "word " * 1200, *FLAGS])
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+def test_binary_input_is_one_line_and_status_2(tiny_model_dir):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "generate.py"), "--model", tiny_model_dir, *FLAGS],
+                          input=b"fine prompt\n\xff\xfe binary\n", capture_output=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.decode().splitlines() if not line.startswith("loading ")]
+    assert len(errors) == 1 and errors[0].startswith("error: stdin line 2: "), errors
+    assert len(_answers(proc.stdout.decode())) == 1  # the first prompt was answered

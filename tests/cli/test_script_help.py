@@ -13,7 +13,7 @@ from layerbench.errors import OneLineArgumentParser
 from tests.conftest import ROOT
 
 BENCH_SCRIPTS = ["speed", "draft_confidence", "linear_kernels", "fit_choices", "compare_predictions", "sweep_exit",
-                 "engine_versions"]
+                 "engine_versions", "train_early_exit"]
 GROUPED = {"speed": ["model and prompts", "timing", "self-speculation", "output"],
            "draft_confidence": ["model and prompts", "timing", "self-speculation", "output"],
            "linear_kernels": ["model", "timing", "output"]}

@@ -88,3 +88,13 @@ def test_no_method_or_strategy_name_is_a_literal_outside_its_own_file():
              if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in owners
              and str(p.relative_to(ROOT)) != owners[node.value]]
     assert not found
+
+
+def test_scripts_import_the_installed_package_without_touching_sys_path():
+    """setup.sh installs the package (editable), so no script or example inserts into sys.path."""
+    for script in ("tasks/build_tasks.py", "examples/layer_compression_example.py", "benchmark.py", "generate.py",
+                   "analyze_logs.py"):
+        tree = ast.parse(pathlib.Path(ROOT, script).read_text())
+        touched = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "path"
+                   and isinstance(n.value, ast.Name) and n.value.id == "sys"]
+        assert not touched, f"{script}:{touched}"

@@ -203,6 +203,9 @@ def test_adjust_compression_level_is_monotone_and_reversible():
         torch.testing.assert_close(reference(prompt).logits, first, atol=1e-6, rtol=1e-6)
     with pytest.raises(UsageError):
         lcs.adjust_compression_level(0.0)
+    for bad in ("0.5", None, True, float("nan")):
+        with pytest.raises(UsageError, match=r"^available_compute must be (a number )?in \(0, 1\], got "):
+            lcs.adjust_compression_level(bad)
 
 
 @pytest.mark.parametrize("factory", [tiny_llama, tiny_gpt2])

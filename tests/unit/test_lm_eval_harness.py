@@ -26,6 +26,21 @@ def test_model_args_become_benchmark_flags():
         "--hot_path", "0", "1", "5"]
 
 
+def test_whole_numbers_lm_evals_cli_reads_as_floats_stay_whole():
+    """lm-eval's CLI hands `exit_layer=-1` (the documented "none") over as -1.0."""
+    assert to_argv({"exit_layer": -1.0, "prune_n": 2.0, "draft_confidence": 1.0, "stop_token_ids": "2;7"}) == [
+        "--exit_layer", "-1", "--prune_n", "2", "--draft_confidence", "1.0", "--stop_token_ids", "2", "7"]
+
+
+@pytest.mark.parametrize("name,value", [("max_length", -1), ("max_length", 0), ("max_gen_toks", 2.5),
+                                        ("max_length", "long")])
+def test_bad_max_length_or_max_gen_toks_is_one_line_before_any_model(name, value):
+    from layerbench.harness.lm import LayerbenchLM
+    with pytest.raises(UsageError) as refused:
+        LayerbenchLM(**{name: value, "model": "/nonexistent/model"})  # refused before the model would load
+    assert str(refused.value) == f"model_args {name} must be a whole number >= 1, got {value!r}"
+
+
 @pytest.mark.parametrize("key", ["prune_nn", "output_dir", "lm_eval_tasks", "max_steps"])
 def test_model_args_outside_the_model_are_refused(key):
     with pytest.raises(UsageError, match=f"model_args '{key}' unknown"):

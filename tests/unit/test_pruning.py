@@ -191,3 +191,16 @@ def test_options_two_methods_share_must_agree():
     assert method_fields([make("a", A), make("c", A)])["hot_path"][2] == {"a": "a", "c": "a"}
     with pytest.raises(TypeError, match="option hot_path of b differs from the one of a"):
         method_fields([make("a", A), make("b", B)])
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line(monkeypatch, tmp_path):
+    pm = PruneModel(tiny_llama(num_layers=2), None, PruneConfig(method="base"))
+    with pytest.raises(UsageError, match=r"^--save_pruned_model must name a folder, got ''$"):
+        pm.save("")
+
+    def full_disk(directory, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(pm.model, "save_pretrained", full_disk)
+    with pytest.raises(UsageError, match=f"^--save_pruned_model {tmp_path}/out: cannot write the checkpoint "
+                                         r"\(No space left on device\)$"):
+        pm.save(str(tmp_path / "out"))

@@ -48,4 +48,4 @@ METHOD = PruneMethod(
                             "distance on calibration text (Gromov et al. 2024)",
     decide=decide, options=AngularOptions, validate=check_prune_n("angular"),
     label=lambda p: f"n={p.get('prune_n')}",
-    removes_layers=True)
+    removes_layers=True, calibrates=lambda options: True)

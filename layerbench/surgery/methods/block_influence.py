@@ -57,4 +57,4 @@ METHOD = PruneMethod(
                                     "output) over calibration tokens (ShortGPT, Men et al. 2024)",
     decide=decide, options=BlockInfluenceOptions, validate=check_prune_n("block_influence"),
     label=lambda p: f"n={p.get('prune_n')}",
-    removes_layers=True)
+    removes_layers=True, calibrates=lambda options: True)

@@ -53,4 +53,5 @@ def label(p: dict) -> str:
 
 METHOD = PruneMethod(name="lowrank", summary="factorize the linear maps of the cold layers (truncated SVD or "
                                              "activation-aware ASVD)",
-                     decide=decide, options=LowRankOptions, validate=check, label=label, saveable=False)
+                     decide=decide, options=LowRankOptions, validate=check, label=label, saveable=False,
+                     calibrates=lambda options: options.lowrank_method == "asvd")
