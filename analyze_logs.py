@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from layerbench.errors import OneLineArgumentParser, UsageError, positive_int
+from layerbench.errors import OneLineArgumentParser, UsageError, folder_name, positive_int, seed_int
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -28,12 +28,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     output.add_argument("--format", choices=["github", "latex", "csv", "json"], default="github",
                         help="table format (default: github)")
     output.add_argument("--sort", default=None, help="column to sort by")
-    output.add_argument("--out", default=None, help="where summary CSVs and plots go (default: the first log dir)")
+    output.add_argument("--out", default=None, type=folder_name,
+                        help="where summary CSVs and plots go (default: the first log dir)")
     output.add_argument("--plot", action="store_true", help="also plot quality vs speed and speedups")
     stats = ap.add_argument_group("intervals")
     stats.add_argument("--bootstrap_resamples", type=positive_int, default=1000,
                        help="resamples of the paired bootstrap behind each change's 95%% interval (default: 1000)")
-    stats.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default: 0)")
+    stats.add_argument("--seed", type=seed_int, default=0,
+                       help="seed of the bootstrap resampling, in [0, 2**32 - 1] (default: 0)")
     return ap.parse_args(argv)
 
 
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(args: argparse.Namespace) -> int:
     # pandas, scipy and matplotlib come after the flags are read, so --help and a bad flag are answered at once
+    from layerbench.analysis.agreement import agreement_rows, render_agreement, write_agreement_csv
     from layerbench.analysis.output_dir import check_writable_dir
     from layerbench.analysis.paired import legend
     from layerbench.analysis.plots import plot
@@ -85,9 +88,19 @@ def report(args: argparse.Namespace) -> int:
     if lm_eval_table is not None:
         print("\n## lm-eval (value ± lm-eval stderr; change vs the matching base run ± combined stderr)\n")
         print(lm_eval_table)
+    agreement = [r for r in agreement_rows(args.paths)
+                 if all(not wanted or r[col] in wanted for col, wanted in (("dataset", args.dataset),
+                                                                          ("model", args.model),
+                                                                          ("approach", args.approach)))]
+    if agreement:
+        print("\n## Agreement with autoregressive decoding (greedy runs that promise its tokens, each against its "
+              "matching plain autoregressive run)\n")
+        print(render_agreement(agreement, args.format))
     if args.format in ("github", "latex"):
         print("\n" + legend(bootstrap))
     written = write_csvs(table, out_dir)
+    if agreement:
+        written.append(write_agreement_csv(agreement, out_dir))
     if args.plot:
         written += plot(table, out_dir)
     print(f"\n{len(runs)} runs in {len(table)} configurations; {skipped} files skipped; wrote {', '.join(written)}",

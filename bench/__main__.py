@@ -27,7 +27,10 @@ EXPERIMENTS = {
     "lm_eval_table": "lm_eval_table",
     "compare_predictions": "compare_predictions",
     "engine_versions": "engine_versions",
+    "exactness": "exactness",
+    "profile": "profile_step",
     "analyze_speed": "analyze_speed",
+    "train_early_exit": "train_early_exit",
     "results_doc": "results_doc",
 }
 

@@ -15,12 +15,15 @@ import os
 import compare_predictions
 import draft_confidence
 import engine_versions
+import exactness
+import profile_step
 import fit_choices
 import linear_kernels
 import lm_eval_speed
 import lm_eval_table
 import speed
 import sweep_exit
+import train_early_exit
 from doc_tables import Section, environment_line, render_ratio_tables, table
 from layerbench.errors import OneLineArgumentParser, run_script
 
@@ -88,6 +91,8 @@ SECTIONS = [
             "is kept as it was measured.",
             render_ratio_tables),
     engine_versions.SECTION,
+    exactness.SECTION,
+    profile_step.SECTION,
     linear_kernels.SECTION,
     draft_confidence.SECTION,
     fit_choices.SECTION,
@@ -102,6 +107,7 @@ SECTIONS = [
     sweep_exit.SECTION,
     lm_eval_table.SECTION,
     lm_eval_speed.SECTION,
+    train_early_exit.SECTION,
 ]
 
 

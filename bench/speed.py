@@ -1,13 +1,16 @@
 """Side-by-side decoding speed, in ONE process, on the same prompts and model, runs alternated after warm-up.
 
-Compares our engine against HF generate (greedy; on CUDA also with SDPA forced to flash attention) and against
-the weight-streaming bound (one matrix-vector product over every weight matrix per token); our engine with
-torch's own linear kernel (so the loop and the kernel are credited separately); self-speculative decoding
-against HF's assistant_early_exit at the same E and d, and with a fitted exit adapter, adaptive draft length and a
-trimmed draft vocabulary;
-angular pruning against the ideal implied by the measured time share of the removed layers; low-rank and gated
-variants against base; and a mechanics check on a model whose layers >= E are exact identities (every draft
-accepted) against the theoretical bound. Ratios are the result; absolute numbers are context.
+Compares our engine against HF generate (greedy; on CUDA also with SDPA forced to flash attention, and HF's own
+fast path: a static cache with torch.compile) and against two bounds: the device's streaming bound (the weight
+bytes at the bandwidth a full read of an equally large buffer measures) and one F.linear per weight matrix (what
+F.linear itself streams); our engine with torch's own linear kernel (so the loop and the kernel are credited
+separately) and over compiled blocks; self-speculative decoding against HF's assistant_early_exit at the same E
+and d, and with a fitted exit adapter, adaptive draft length and a trimmed draft vocabulary; angular pruning
+against the ideal implied by the measured time share of the removed layers; low-rank and gated variants against
+base; and a mechanics check on a model whose layers >= E are exact identities (every draft accepted) against the
+theoretical bound. On CUDA the same over captured graphs, plain and over compiled blocks. Our engines compute
+their steps as benchmark.py does (--exact). Ratios are the result; absolute numbers are context. A run that is
+not timed (--only) leaves out the ratios that need it.
 
     .venv/bin/python bench/speed.py --samples 2 --max_tokens 40 --exit_layer 20 --num_speculations 4 --prune_n 6
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Callable
 
 from tabulate import tabulate
 
@@ -36,88 +40,150 @@ def parse() -> argparse.Namespace:
     spec.add_argument("--skip_hf_early_exit", action="store_true", help="HF assisted early exit is slow on CPU")
     groups["model and prompts"].add_argument("--prune_n", type=positive_int, default=6,
                                              help="layers the angular-pruning run removes (default: 6)")
+    engine = ap.add_argument_group("engine")
+    engine.add_argument("--exact", default="auto", choices=("auto", "on", "off"),
+                        help="exact mode of our engines, as benchmark.py --exact (auto: on in bfloat16 and float16)")
+    engine.add_argument("--only", nargs="+", default=None, metavar="RUN",
+                        help="time only these runs (names as in the output; default: every run this device has)")
     groups["output"].add_argument("--out", default=None,
                                   help="folder for speed_<timestamp>.json (default: results/<cpu|gpu>)")
     return ap.parse_args()
 
 
-def ratios(stats: dict[str, Stats], variants: dict, removed_share: float, bound_tps: float, a) -> dict[str, float]:
-    tps = {n: s.tokens_per_second for n, s in stats.items()}
-    dtpt = {n: s.decode_time_per_token for n, s in stats.items() if s.decode_seconds}
+def ratio_definitions(a, variants, removed_share: float, bounds: dict) -> dict[str, Callable]:
+    """Ratio name -> f(tokens/s, decode seconds per token); a ratio whose runs were not timed is left out."""
     d = a.num_speculations
-    t_full, t_draft = dtpt["identity_autoregressive"], dtpt["identity_early_exit"]
-    bound = (d + 1) * t_full / (d * t_draft + t_full)
-    ident_speedup = tps["identity_self_speculative"] / tps["identity_autoregressive"]
-    prune_speedup = tps["ours_pruned_autoregressive"] / tps["ours_autoregressive"]
-    ideal_prune = 1 / (1 - removed_share)
-    lowrank = variants["lowrank_report"]
+    share = (lambda: removed_share) if removed_share is not None else None
+
+    def identity_bound(suffix: str = "") -> Callable:
+        return lambda tps, t: (d + 1) * t[f"identity_autoregressive{suffix}"] / (
+            d * t[f"identity_early_exit{suffix}"] + t[f"identity_autoregressive{suffix}"])
+
+    def per_layer_ideal(tps, t):  # layers cost alike on the graph path: t_layer from full and early exit
+        full, early = t["ours_autoregressive_graphs_compiled"], t["ours_early_exit_graphs_compiled"]
+        t_layer = (full - early) / (variants.num_layers - a.exit_layer)
+        return full / (full - a.prune_n * t_layer)
     out = {
-        "ours_autoregressive / weight_streaming_bound": 1 / dtpt["ours_autoregressive"] / bound_tps,
-        "ours_autoregressive / hf_generate": tps["ours_autoregressive"] / tps["hf_generate"],
-        "ours_autoregressive_torch_kernel / hf_generate": tps["ours_autoregressive_torch_kernel"] / tps["hf_generate"],
+        "ours_autoregressive / hf_generate": lambda tps, t: tps["ours_autoregressive"] / tps["hf_generate"],
+        "ours_autoregressive_torch_kernel / hf_generate":
+            lambda tps, t: tps["ours_autoregressive_torch_kernel"] / tps["hf_generate"],
         "ours_autoregressive / ours_autoregressive_torch_kernel":
-            tps["ours_autoregressive"] / tps["ours_autoregressive_torch_kernel"],
-        "ours_self_speculative / ours_autoregressive": tps["ours_self_speculative"] / tps["ours_autoregressive"],
+            lambda tps, t: tps["ours_autoregressive"] / tps["ours_autoregressive_torch_kernel"],
+        "ours_autoregressive_compiled / ours_autoregressive":
+            lambda tps, t: tps["ours_autoregressive_compiled"] / tps["ours_autoregressive"],
+        "ours_autoregressive_compiled / hf_generate":
+            lambda tps, t: tps["ours_autoregressive_compiled"] / tps["hf_generate"],
+        "ours_self_speculative / ours_autoregressive":
+            lambda tps, t: tps["ours_self_speculative"] / tps["ours_autoregressive"],
+        "ours_self_speculative_compiled / ours_autoregressive_compiled":
+            lambda tps, t: tps["ours_self_speculative_compiled"] / tps["ours_autoregressive_compiled"],
         "ours_self_speculative_adapter / ours_autoregressive":
-            tps["ours_self_speculative_adapter"] / tps["ours_autoregressive"],
-        f"angular pruned (n={a.prune_n}) / base": prune_speedup,
-        "  ideal from removed-layer time share": ideal_prune,
-        "  achieved fraction of ideal": prune_speedup / ideal_prune,
-        "lowrank (rho=0.5) / base": tps["ours_lowrank_autoregressive"] / tps["ours_autoregressive"],
-        "  targeted matrices: kept parameter fraction":
-            lowrank["targeted_params_after"] / lowrank["targeted_params_before"],
-        "gated (compute=0.6) / base": tps["ours_gated_autoregressive"] / tps["ours_autoregressive"],
-        "  decode layer calls executed (fraction)": 1 - variants["gated_pruner"].get_metrics()["decode_skip_ratio"],
-        "identity model: self_speculative / autoregressive": ident_speedup,
-        "  theoretical bound (d+1)t_full/(d t_draft + t_full)": bound,
-        "identity model: achieved fraction of bound": ident_speedup / bound,
+            lambda tps, t: tps["ours_self_speculative_adapter"] / tps["ours_autoregressive"],
+        f"angular pruned (n={a.prune_n}) / base":
+            lambda tps, t: tps["ours_pruned_autoregressive"] / tps["ours_autoregressive"],
+        "  ideal from removed-layer time share": lambda tps, t: 1 / (1 - share()),
+        "  achieved fraction of ideal":
+            lambda tps, t: tps["ours_pruned_autoregressive"] / tps["ours_autoregressive"] * (1 - share()),
+        "lowrank (rho=0.5) / base": lambda tps, t: tps["ours_lowrank_autoregressive"] / tps["ours_autoregressive"],
+        "gated (compute=0.6) / base": lambda tps, t: tps["ours_gated_autoregressive"] / tps["ours_autoregressive"],
+        "identity model: self_speculative / autoregressive":
+            lambda tps, t: tps["identity_self_speculative"] / tps["identity_autoregressive"],
+        "  theoretical bound (d+1)t_full/(d t_draft + t_full)": identity_bound(),
+        "identity model: achieved fraction of bound": lambda tps, t: (
+            tps["identity_self_speculative"] / tps["identity_autoregressive"] / identity_bound()(tps, t)),
+        f"layer_skip_speculative (draft skips the angular n={a.prune_n} layers) / ours_autoregressive":
+            lambda tps, t: tps["ours_layer_skip_speculative"] / tps["ours_autoregressive"],
+        "  identity skipped layers (every draft accepted) / identity_autoregressive (same compute)":
+            lambda tps, t: tps["identity_layer_skip_speculative"] / tps["identity_autoregressive"],
+        "  bound if verifying cost one full step: (d+1)/(d(1-s)+1), s = skipped time share":
+            lambda tps, t: (d + 1) / (d * (1 - share()) + 1),
+        "ours_self_speculative / hf_assistant_early_exit":
+            lambda tps, t: tps["ours_self_speculative"] / tps["hf_assistant_early_exit"],
     }
-    if "ours_layer_skip_speculative" in tps:
-        out.update({
-            f"layer_skip_speculative (draft skips the angular n={a.prune_n} layers) / ours_autoregressive":
-                tps["ours_layer_skip_speculative"] / tps["ours_autoregressive"],
-            "  identity skipped layers (every draft accepted) / identity_autoregressive (same compute)":
-                tps["identity_layer_skip_speculative"] / tps["identity_autoregressive"],
-            "  bound if verifying cost one full step: (d+1)/(d(1-s)+1), s = skipped time share":
-                (d + 1) / (d * (1 - removed_share) + 1)})
-    for name in ("hf_generate_flash", "hf_assistant_early_exit"):
-        if name in tps:
-            out[f"ours_autoregressive / {name}"] = tps["ours_autoregressive"] / tps[name]
-    if "ours_autoregressive_graphs" in tps:
-        out["ours_autoregressive_graphs / ours_autoregressive"] = (
-            tps["ours_autoregressive_graphs"] / tps["ours_autoregressive"])
-        out["ours_autoregressive_graphs / weight_streaming_bound"] = (
-            1 / dtpt["ours_autoregressive_graphs"] / bound_tps)
-        for name in ("hf_generate", "hf_generate_flash"):
-            if name in tps:
-                out[f"ours_autoregressive_graphs / {name}"] = tps["ours_autoregressive_graphs"] / tps[name]
-    if "ours_self_speculative_graphs" in tps:
-        out["ours_self_speculative_graphs / ours_autoregressive_graphs"] = (
-            tps["ours_self_speculative_graphs"] / tps.get("ours_autoregressive_graphs", tps["ours_autoregressive"]))
-    if "hf_assistant_early_exit" in tps:
-        out["ours_self_speculative / hf_assistant_early_exit"] = (
-            tps["ours_self_speculative"] / tps["hf_assistant_early_exit"])
+    out.update(graph_ratio_definitions(a, per_layer_ideal, identity_bound))
+    for run in ("ours_autoregressive", "ours_autoregressive_compiled", "ours_autoregressive_graphs",
+                "ours_autoregressive_graphs_compiled"):
+        for bound in bounds:
+            out[f"{run} / {bound}"] = lambda tps, t, run=run, bound=bound: 1 / t[run] / bounds[bound]
+    for hf in ("hf_generate", "hf_generate_flash", "hf_assistant_early_exit", "hf_generate_static_compiled"):
+        for run in ("ours_autoregressive", "ours_autoregressive_graphs", "ours_autoregressive_graphs_compiled"):
+            out.setdefault(f"{run} / {hf}", lambda tps, t, run=run, hf=hf: tps[run] / tps[hf])
     return out
 
 
-def checks(outputs: dict[str, list[list[int]]]) -> dict[str, bool]:
-    ar = outputs["ours_autoregressive"]
+def graph_ratio_definitions(a, per_layer_ideal: Callable, identity_bound: Callable) -> dict[str, Callable]:
+    """The ratios of the CUDA-graph runs (GPU only)."""
     return {
-        "ours_autoregressive == hf_generate (greedy tokens)": ar == outputs["hf_generate"],
-        "ours_autoregressive == ours_autoregressive_torch_kernel": ar == outputs["ours_autoregressive_torch_kernel"],
-        "ours_self_speculative == ours_autoregressive": outputs["ours_self_speculative"] == ar,
-        "ours_self_speculative_adapter == ours_autoregressive": outputs["ours_self_speculative_adapter"] == ar,
-        "identity self_speculative == identity autoregressive":
-            outputs["identity_self_speculative"] == outputs["identity_autoregressive"],
-
-        **{f"{name} == ours_autoregressive": outputs[name] == ar
-           for name in ("ours_autoregressive_graphs", "ours_self_speculative_graphs", "ours_layer_skip_speculative")
-           if name in outputs},
+        "ours_autoregressive_graphs / ours_autoregressive":
+            lambda tps, t: tps["ours_autoregressive_graphs"] / tps["ours_autoregressive"],
+        "ours_autoregressive_graphs_compiled / ours_autoregressive_graphs":
+            lambda tps, t: tps["ours_autoregressive_graphs_compiled"] / tps["ours_autoregressive_graphs"],
+        "ours_self_speculative_graphs / ours_autoregressive_graphs":
+            lambda tps, t: tps["ours_self_speculative_graphs"] / tps["ours_autoregressive_graphs"],
+        "ours_self_speculative_graphs_compiled / ours_autoregressive_graphs_compiled":
+            lambda tps, t: tps["ours_self_speculative_graphs_compiled"] / tps["ours_autoregressive_graphs_compiled"],
+        f"graphs, compiled: angular pruned (n={a.prune_n}) / base": lambda tps, t: (
+            tps["ours_pruned_autoregressive_graphs_compiled"] / tps["ours_autoregressive_graphs_compiled"]),
+        "  ideal on the graph path: t_full / (t_full - n t_layer), t_layer from full and early-exit graphs":
+            per_layer_ideal,
+        "  achieved fraction of the graph-path ideal": lambda tps, t: (
+            tps["ours_pruned_autoregressive_graphs_compiled"] / tps["ours_autoregressive_graphs_compiled"]
+            / per_layer_ideal(tps, t)),
+        "graphs, compiled: identity self_speculative / autoregressive": lambda tps, t: (
+            tps["identity_self_speculative_graphs_compiled"] / tps["identity_autoregressive_graphs_compiled"]),
+        "  its bound (d+1)t_full/(d t_draft + t_full)": identity_bound("_graphs_compiled"),
+        "  achieved fraction of its bound": lambda tps, t: (
+            tps["identity_self_speculative_graphs_compiled"] / tps["identity_autoregressive_graphs_compiled"]
+            / identity_bound("_graphs_compiled")(tps, t)),
     }
 
 
-def report(a, loaded, device, stats, outputs, variants, removed_share, bound) -> None:
-    r = ratios(stats, variants, removed_share, bound["tokens_per_second"], a)
+def ratios(stats: dict[str, Stats], variants, removed_share: float | None, bounds: dict, a) -> dict[str, float]:
+    tps = {n: s.tokens_per_second for n, s in stats.items()}
+    dtpt = {n: s.decode_time_per_token for n, s in stats.items() if s.decode_seconds}
+    out = {}
+    for name, ratio in ratio_definitions(a, variants, removed_share, bounds).items():
+        try:
+            out[name] = ratio(tps, dtpt)
+        except (KeyError, TypeError, ZeroDivisionError):  # a run it needs was not timed (or no share measured)
+            continue
+    return out
+
+
+SUFFIXES = ("_graphs_compiled", "_graphs", "_compiled", "_torch_kernel", "_adapter", "")
+NOT_EQUAL_BY_DESIGN = ("early_exit", "pruned", "lowrank", "gated")
+
+
+def reference_of(name: str, outputs: dict) -> str | None:
+    """The autoregressive run a run must equal: the same model (ours_ or identity_) computed the same way (the same
+    suffix), else the plain one; None for runs that change the model's output by design."""
+    prefix = next((p for p in ("ours_", "identity_") if name.startswith(p)), None)
+    if prefix is None or any(word in name for word in NOT_EQUAL_BY_DESIGN):
+        return None
+    suffix = next(x for x in SUFFIXES if name.endswith(x))
+    for candidate in (f"{prefix}autoregressive{suffix}", f"{prefix}autoregressive"):
+        if candidate in outputs and candidate != name:
+            return candidate
+    return None
+
+
+def checks(outputs: dict[str, list[list[int]]]) -> dict[str, bool]:
+    """Greedy tokens that must be equal: each of our runs against autoregressive decoding of the same model computed
+    the same way (else plainly), and our plain autoregressive decoding against HF's generate runs."""
+    out = {}
+    for name, tokens in outputs.items():
+        reference = reference_of(name, outputs)
+        if reference is not None:
+            out[f"{name} == {reference}"] = tokens == outputs[reference]
+        if name.startswith("hf_") and name != "hf_assistant_early_exit":
+            ours = "ours_autoregressive" if "ours_autoregressive" in outputs else None
+            if ours:
+                out[f"{ours} == {name} (greedy tokens)"] = outputs[ours] == tokens
+    return out
+
+
+def report(a, loaded, device, stats, outputs, variants, removed_share, bounds) -> None:
+    r = ratios(stats, variants, removed_share, {k: b["tokens_per_second"] for k, b in bounds.items()}, a)
     c = checks(outputs)
     rows = [[n, s.tokens, f"{s.seconds:.2f}", f"{s.tokens_per_second:.2f}",
              f"{s.acceptance:.3f}" if s.drafted else "", f"{s.mean_draft_length:.2f}" if s.rounds else ""]
@@ -127,26 +193,35 @@ def report(a, loaded, device, stats, outputs, variants, removed_share, bound) ->
     print(tabulate([[k, f"{v:.3f}"] for k, v in r.items()], ["ratio", "value"], tablefmt="github"))
     print()
     print(tabulate([[k, v] for k, v in c.items()], ["check", "ok"], tablefmt="github"))
-    engine = variants["base_engine"]
+    engine = variants.base_engine
+    stream = bounds["streaming_bound"]
     print(f"\ncontext: {loaded.name}, {engine.num_blocks} layers, E={a.exit_layer}, d={a.num_speculations}, "
-          f"{a.samples} prompts x {a.rounds} rounds, {a.max_tokens} tokens each, removed layers "
-          f"{variants['removed']} ({removed_share:.1%} of generation time), weight-streaming bound "
-          f"{bound['tokens_per_second']:.1f} tokens/s ({bound['gb_per_s']:.1f} GB/s, {bound['how']}), "
-          f"linear kernel {engine.linear_kernel} {engine.kernel.detail}, device {device}, dtype {engine.dtype}")
+          f"{a.samples} prompts x {a.rounds} rounds, {a.max_tokens} tokens each, exact rows {variants.rows}, removed "
+          f"layers {variants.pruned[1] if 'pruned' in vars(variants) else '-'}, streaming bound "
+          f"{stream['tokens_per_second']:.1f} tokens/s ({stream['read_gb_per_s']:.1f} GB/s read), one F.linear per "
+          f"matrix {bounds['linear_per_matrix_bound']['tokens_per_second']:.1f} tokens/s, linear kernel "
+          f"{engine.linear_kernel} {engine.kernel.detail}, device {device}, dtype {engine.dtype}")
     out_dir = a.out or os.path.join("results", "gpu" if device.type == "cuda" else "cpu")
+    built = vars(variants)
     doc = {"args": vars(a), "model": loaded.name,
            "stats": {n: vars(s) for n, s in stats.items()},
            "tokens_per_second": {n: s.tokens_per_second for n, s in stats.items()}, "ratios": r, "checks": c,
-           "removed_layers": variants["removed"], "removed_time_share": removed_share,
-           "weight_streaming_bound": bound, "linear_kernel": [engine.linear_kernel, engine.kernel.detail],
-           "exit_adapter": variants["adapter_report"], "cuda_graphs": variants["cuda_graphs"]}
+           "removed_layers": built["pruned"][1] if "pruned" in built else None, "removed_time_share": removed_share,
+           "bounds": bounds, "exact_rows": variants.rows, "linear_kernel": [engine.linear_kernel, engine.kernel.detail],
+           "exit_adapter": built["adapted"][1] if "adapted" in built else None, "cuda_graphs": variants.graph_status}
     write_result(out_dir, "speed", doc, device)
+
+
+def exact_rows(requested: str, dtype) -> int:
+    from layerbench.engine.exact import ROWS
+    from layerbench.runs.step_modes import HALF_PRECISION
+    return ROWS if requested == "on" or (requested == "auto" and dtype in HALF_PRECISION) else 0
 
 
 def main() -> None:
     a = parse()
     from layerbench.models.loading import load_model
-    from speed_runs import add_graph_runners, build_runners, removed_time_share, weight_streaming_bound
+    from speed_runs import Variants, build_runners, linear_per_matrix_bound, removed_time_share, streaming_bound
     loaded = load_model(a.model, a.dtype, a.device)
     device = next(loaded.model.parameters()).device
     L = loaded.model.config.num_hidden_layers
@@ -155,14 +230,20 @@ def main() -> None:
     if not 0 < a.draft_confidence < 1:
         raise UsageError(f"--draft_confidence must be in (0, 1), got {a.draft_confidence}")
     prompts, calibration = load_prompts(a, loaded.tokenizer)
-    runners, variants = build_runners(loaded, calibration, a)
-    variants["cuda_graphs"] = add_graph_runners(runners, loaded, prompts, a) if device.type == "cuda" else {}
+    variants = Variants(loaded, calibration, a, exact_rows(a.exact, loaded.model.dtype))
+    try:
+        runners = build_runners(variants, prompts, a, a.only)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     print("prepared every variant; timing", file=sys.stderr)
     stats, outputs = run_alternating(runners, prompts, a.rounds)
-    removed_share = removed_time_share(variants["base_engine"], runners["ours_autoregressive"], prompts,
-                                       variants["removed_positions"])
-    bound = weight_streaming_bound(variants["base_engine"])
-    report(a, loaded, device, stats, outputs, variants, removed_share, bound)
+    removed_share = None
+    if "ours_autoregressive" in runners and "pruned" in vars(variants):
+        removed_share = removed_time_share(variants.base_engine, runners["ours_autoregressive"], prompts,
+                                           variants.pruned[1])
+    bounds = {"streaming_bound": streaming_bound(variants.base_engine),
+              "linear_per_matrix_bound": linear_per_matrix_bound(variants.base_engine)}
+    report(a, loaded, device, stats, outputs, variants, removed_share, bounds)
 
 
 def render(files: list[tuple[str, dict]]) -> str:

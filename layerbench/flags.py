@@ -66,6 +66,11 @@ def _unwrap(hint) -> tuple[type, bool]:
     return hint, False
 
 
+def element_type(hint) -> type:
+    """The type of one value of a flag annotated `hint` (int for `Optional[int]` and `list[int]`)."""
+    return _unwrap(hint)[0]
+
+
 def _help(f: Field, default) -> str:
     text = f.metadata.get("help", "").replace("%", "%%")  # argparse expands %-formats in help
     return text if default is None or default is MISSING else f"{text} (default: {default})"
@@ -98,6 +103,28 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, classes: typing.Sequenc
         hints = typing.get_type_hints(cls)
         for f in fields(cls):
             _add_field(sections[f.metadata.get("group", default_groups[cls])], f, hints[f.name])
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+UNSET = _Unset()
+
+
+def parse_noting_explicit(parser: argparse.ArgumentParser, argv: list[str] | None
+                          ) -> tuple[argparse.Namespace, frozenset[str]]:
+    """Parse as `parser.parse_args` does, and also say which destinations the command line set (a flag given
+    with its default value counts as given): argparse fills in a default only where the namespace has no value
+    yet, so every destination starts as UNSET and those still UNSET afterwards get their defaults."""
+    dests = {a.dest for a in parser._actions if a.default is not argparse.SUPPRESS}  # not --help's
+    namespace = parser.parse_args(argv, namespace=argparse.Namespace(**{d: UNSET for d in dests}))
+    explicit = frozenset(d for d in dests if getattr(namespace, d) is not UNSET)
+    for action in parser._actions:  # as argparse does: the first action of a destination with a default wins
+        if getattr(namespace, action.dest, None) is UNSET and action.default is not argparse.SUPPRESS:
+            setattr(namespace, action.dest, action.default)
+    return namespace, explicit
 
 
 def build_dataclasses(namespace: argparse.Namespace, classes: typing.Sequence[type]) -> list:

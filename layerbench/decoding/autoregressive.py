@@ -53,7 +53,8 @@ class Autoregressive(GenerationStrategy):
         while len(generated) < config.max_steps and stop.first_stop(generated, len(generated) - 1) is None:
             hidden = engine.run(cache, tokens.n - 1, 0, last, input_ids=base.token_tensor(token, engine.device),
                                 phase=DECODE)[:, -1]
-            logits = engine.exit_logits(hidden, exit_block) if early_exit else engine.logits(hidden)
+            logits = (engine.exit_logits(hidden, exit_block, step=True) if early_exit else
+                      engine.logits(hidden, step=True))
             token, _ = chooser.pick(tokens.prefix() if chooser.needs_prefix else None, logits[0])
             tokens.commit([token])
             generated.append(token)

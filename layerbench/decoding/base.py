@@ -55,7 +55,8 @@ def prefill(engine: Engine, prompt: torch.Tensor, capacity: int, last: int, choo
     cache = engine.new_cache(capacity)
     tokens = TokenBuffer(prompt, capacity)
     hidden = engine.run(cache, 0, 0, last, input_ids=prompt, phase=PREFILL)[:, -1]
-    logits = engine.exit_logits(hidden, exit_block) if exit_block else engine.logits(hidden)
+    logits = (engine.exit_logits(hidden, exit_block, step=True) if exit_block else
+              engine.logits(hidden, step=True))
     token, _ = chooser.pick(tokens.prefix() if chooser.needs_prefix else None, logits[0])
     tokens.commit([token])
     return cache, tokens, token

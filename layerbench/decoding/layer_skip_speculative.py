@@ -169,7 +169,7 @@ class LayerSkipSpeculative(SelfSpeculative):
         hidden = shared
         for first, last in config.settings.draft_segments:
             hidden = engine.run(cache, pos, first, last, hidden=hidden, phase=DECODE)
-        return shared, engine.logits(hidden[:, -1])[0]
+        return shared, engine.logits(hidden[:, -1], step=True)[0]
 
 
 STRATEGY = LayerSkipSpeculative()

@@ -125,7 +125,7 @@ class SelfSpeculative(GenerationStrategy):
             exit_hidden.append(engine.run(cache, pos + len(drafts), 0, E,
                                           input_ids=base.token_tensor(drafts[-1], engine.device), phase=DECODE))
         hidden = engine.run(cache, pos, E, engine.num_blocks, hidden=torch.cat(exit_hidden, dim=1), phase=VERIFY)
-        logits = engine.logits(hidden)[0]  # row i predicts the token after input i (inputs: token, drafts...)
+        logits = engine.logits(hidden, step=True)[0]  # row i predicts the token after input i (inputs: token, drafts...)
         new, num_accepted = accept(chooser, tokens, drafts, draft_probs, logits)
         return new, drafts, num_accepted
 
@@ -155,7 +155,7 @@ class SelfSpeculative(GenerationStrategy):
         draft's logits)."""
         E = config.exit_block
         h = engine.run(cache, pos, 0, E, input_ids=base.token_tensor(token, engine.device), phase=DECODE)
-        return h, engine.draft_logits(h[:, -1], E)[0]
+        return h, engine.draft_logits(h[:, -1], E, step=True)[0]
 
 
 def stream_round(on_commit: CommitListener, drafts: list[int], new: list[int], num_accepted: int, kept: int) -> None:

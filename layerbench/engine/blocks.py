@@ -6,6 +6,7 @@ Shapes: hidden (B, T, d); queries (B, H, T, Dh); keys/values (B, KV, T, Dh); B i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
@@ -37,12 +38,18 @@ class Step:
     cos: torch.Tensor | None = None
     sin: torch.Tensor | None = None
     device: torch.device | None = None  # where the blocks that use this view of the pass compute
+    rows: int | None = None  # real rows, when the last ones pad an exact-mode tile (engine.exact)
     moved: dict = field(default_factory=dict)  # device -> this pass as blocks on that device see it
     _masks: dict = field(default_factory=dict)
 
     @property
     def length(self) -> int:
         return self.positions.shape[0]
+
+    @property
+    def real_rows(self) -> int:
+        """Token positions this pass computes for real (what the block counters are told)."""
+        return self.length if self.rows is None else self.rows
 
     def key_span(self, window: int | None) -> tuple[int, int]:
         """The cache indices [first, end) attention reads: every key that can be visible to this pass."""
@@ -51,22 +58,21 @@ class Step:
         first = 0 if window is None else max(0, self.start - window + 1)
         return first, self.start + self.length
 
-    def store(self, slot: int, keys: torch.Tensor, values: torch.Tensor) -> None:
-        self.cache.write(slot, self.positions, keys, values)
-
-    def context(self, slot: int, window: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | str | None]:
-        """(keys, values, mask) for the queries of this step: a boolean mask, CAUSAL, or None when every key
-        read is visible."""
+    def mask(self, window: int | None) -> torch.Tensor | str | None:
+        """The mask of this step's queries over the keys `key_span(window)` reads: a boolean mask, CAUSAL, or
+        None when every key read is visible (built once per window, outside any compiled block)."""
         first, end = self.key_span(window)
-        keys, values = self.cache.read(slot, first, end)
         if self.start is not None and self.length == 1:
-            return keys, values, None
+            return None
         if self.start == 0 and (window is None or window >= end):
-            return keys, values, CAUSAL
+            return CAUSAL
         if window not in self._masks:
             self._masks[window] = visible(self.positions, torch.arange(first, end, device=self.positions.device),
                                           window)
-        return keys, values, self._masks[window]
+        return self._masks[window]
+
+
+BlockCompute = Callable[..., torch.Tensor]  # DecoderBlock.compute, or a compiled version of it
 
 
 class DecoderBlock:
@@ -113,13 +119,15 @@ class DecoderBlock:
             q, k = self.qk_norms[0](q), self.qk_norms[1](k)
         return q.transpose(1, 2), k.transpose(1, 2), v.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
 
-    def attention(self, x: torch.Tensor, step: Step) -> torch.Tensor:
+    def attention(self, x: torch.Tensor, step: Step, keys: torch.Tensor, values: torch.Tensor,
+                  mask: torch.Tensor | str | None) -> torch.Tensor:
         q, k, v = self.project_qkv(self.attn_norm(x))
         if step.cos is not None:
             q, k = apply_rotary(q, k, step.cos, step.sin)
-        step.store(self.slot, k, v)
-        keys, values, mask = step.context(self.slot, self.window)
-        out = attend(q, keys, values, self.scale, mask, self.softcap)  # (1, H, T, Dh)
+        keys.index_copy_(2, step.positions, k)  # position p at index p (graph-safe: no host value is read)
+        values.index_copy_(2, step.positions, v)
+        first, end = step.key_span(self.window)
+        out = attend(q, keys[:, :, first:end], values[:, :, first:end], self.scale, mask, self.softcap)  # (1, H, T, Dh)
         out = self.o_proj(out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
         return self.post_attn_norm(out) if self.post_attn_norm else out
 
@@ -135,9 +143,17 @@ class DecoderBlock:
             out = self.mlp_out(self.act(gate) * up)
         return self.post_mlp_norm(out) if self.post_mlp_norm else out
 
-    def __call__(self, x: torch.Tensor, step: Step) -> torch.Tensor:
-        x = x + self.attention(x, step)
+    def compute(self, x: torch.Tensor, step: Step, keys: torch.Tensor, values: torch.Tensor,
+                mask: torch.Tensor | str | None) -> torch.Tensor:
+        """The block over its cache slot's key and value tensors (batch, kv_heads, capacity, head_dim) and a
+        mask built outside: nothing in it indexes by layer, so one compiled graph serves every layer alike."""
+        x = x + self.attention(x, step, keys, values, mask)
         return x + self.mlp(x)
+
+    def __call__(self, x: torch.Tensor, step: Step, compute: BlockCompute | None = None) -> torch.Tensor:
+        """`compute`: a compiled `DecoderBlock.compute`, for fixed-shape steps (engine.compiled)."""
+        keys, values = step.cache.keys[self.slot], step.cache.values[self.slot]
+        return (compute or DecoderBlock.compute)(self, x, step, keys, values, step.mask(self.window))
 
 
 class StandInBlock:
@@ -153,7 +169,7 @@ class StandInBlock:
         self.project = bind_projection(module.linear, kernel)
         self.first_update = module.first_update
 
-    def __call__(self, x: torch.Tensor, step: Step) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, step: Step, compute: BlockCompute | None = None) -> torch.Tensor:
         out = x + self.project(x)
         if self.first_update is None:
             return out

@@ -19,7 +19,8 @@ from torch import nn
 from torch.nn.attention import sdpa_kernel
 
 from layerbench.engine.attention import attention_backends, describe
-from layerbench.engine.blocks import DecoderBlock, StandInBlock, Step
+from layerbench.engine import exact
+from layerbench.engine.blocks import BlockCompute, DecoderBlock, StandInBlock, Step
 from layerbench.engine.kv_cache import KVCache
 from layerbench.engine.linear_kernels import bind_projection, choose_kernel
 from layerbench.engine.norms import NORMS
@@ -70,6 +71,7 @@ class LayerPolicy(Protocol):
 class EngineOptions:
     linear_kernel: str = "auto"  # auto | tuned | torch | few_row_mm | module (see linear_kernels)
     attention_backend: str = "auto"  # see attention.BACKENDS
+    exact_rows: int = 0  # > 0: exact mode, every decode/draft/verification step in tiles of this many rows
 
 
 class Engine:
@@ -80,6 +82,8 @@ class Engine:
         self.observers: list[LayerObserver] = []
         self.counters: list[BlockCounter] = []
         self.policy: LayerPolicy | None = None
+        self.exact_rows = self.options.exact_rows
+        self.block_compute: BlockCompute | None = None  # a compiled DecoderBlock.compute (engine.compiled)
         self.kernel = choose_kernel(self.options.linear_kernel, model)
         self.attention_backends = attention_backends(self.options.attention_backend,
                                                      module_device(get_family(model).embedding(model)))
@@ -162,26 +166,43 @@ class Engine:
         so causal attention keeps it out of every real position)."""
         if batch > 1 and (shared or self.policy is not None):
             raise ValueError("a batched cache is private and for passes without a layer policy")
-        if self.rotary is not None:
-            self.rotary.reserve(capacity)
         if not shared:
+            if self.rotary is not None:
+                self.rotary.reserve(capacity)
             return KVCache(self.num_decoder_layers, self.kv_heads, self.head_dim, capacity, self.dtype,
                            self.cache_devices, batch=batch)
-        if self.cache is None or capacity > self.cache.capacity:
+        if self.cache is None or self.shared_positions(capacity) > self.cache.capacity:
             self.allocate_cache(capacity)
         return self.cache
 
+    def shared_positions(self, capacity: int) -> int:
+        """Positions the shared cache holds for sequences of `capacity` positions: rounded up to 16
+        (memory-efficient attention wants a mask's key axis aligned to 16), plus, in exact mode, room for the
+        padding rows of a step's last tile."""
+        return -(-(capacity + self.exact_rows) // 16) * 16
+
     def allocate_cache(self, capacity: int) -> KVCache:
-        """(Re)allocate the shared cache for `capacity` positions, rounded up to 16 (memory-efficient attention
-        wants a mask's key axis aligned to 16) and zeroed (a fixed-shape step reads every position under a mask,
-        and 0 x garbage could be NaN). Refused while prepared steps hold the cache."""
+        """(Re)allocate the shared cache for sequences of `capacity` positions, zeroed (a fixed-shape step reads
+        every position under a mask, and 0 x garbage could be NaN). Refused while prepared steps hold the
+        cache."""
         if self.static is not None:
             raise RuntimeError(f"a sequence of {capacity} positions exceeds the static cache "
                                f"({self.cache.capacity}); prepare the steps with a larger capacity")
         self.cache = None  # release the old one first
-        self.cache = KVCache(self.num_decoder_layers, self.kv_heads, self.head_dim, -(-capacity // 16) * 16,
-                             self.dtype, self.cache_devices, zeroed=True)
+        positions = self.shared_positions(capacity)
+        if self.rotary is not None:
+            self.rotary.reserve(positions)
+        self.cache = KVCache(self.num_decoder_layers, self.kv_heads, self.head_dim, positions, self.dtype,
+                             self.cache_devices, zeroed=True)
         return self.cache
+
+    def set_exact(self, rows: int) -> None:
+        """Exact mode with tiles of `rows` rows (0: off). The shared cache and prepared steps are dropped (their
+        sizes and shapes depend on it)."""
+        if rows and self.policy is not None:
+            raise ValueError("exact mode needs the same layers at every step; a layer policy decides them per pass")
+        if rows != self.exact_rows:
+            self.exact_rows, self.static, self.cache = rows, None, None
 
     def embed(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids at `positions` (T,) -> (B, T, d); B is 1 except in batched scoring."""
@@ -190,18 +211,23 @@ class Engine:
             hidden = hidden * self.embed_scale
         if self.position_weight is not None:
             here = self.position_weight.device
-            hidden = hidden + to_device(F.embedding(to_device(positions, here), self.position_weight), self.device)
+            # only an exact-mode padding row can lie past the table: `run` refuses real positions past it
+            positions = to_device(positions, here).clamp(max=self.position_weight.shape[0] - 1)
+            hidden = hidden + to_device(F.embedding(positions, self.position_weight), self.device)
         return hidden
 
     def forward(self, hidden: torch.Tensor, cache: KVCache, positions: torch.Tensor, first: int, last: int,
-                phase: str, start: int | None = None, observe: bool = True) -> torch.Tensor:
+                phase: str, start: int | None = None, observe: bool = True, rows: int | None = None
+                ) -> torch.Tensor:
         """Blocks [first, last) over hidden states (B, T, d) at `positions` (T,), a device tensor, writing their
         keys/values at those indices. `start`: the first position when the host knows it (then attention reads
         only what can be visible; see blocks.Step); a fixed-shape step passes None. `observe=False` while a step
-        is being captured."""
+        is being captured. `rows`: how many of the T rows are real (the rest pad an exact-mode tile), for the
+        block counters."""
         if start is not None and start + hidden.shape[1] > cache.capacity:
             raise RuntimeError(f"KV cache overflow: {start + hidden.shape[1]} > {cache.capacity} positions")
-        step = self._with_rotary(Step(to_device(positions, hidden.device), cache, start, device=hidden.device))
+        step = self._with_rotary(Step(to_device(positions, hidden.device), cache, start, device=hidden.device,
+                                      rows=rows))
         if self.attention_backends is None:
             return self._blocks(hidden, step, first, last, phase, observe)
         with sdpa_kernel(self.attention_backends, set_priority=True):
@@ -216,7 +242,7 @@ class Engine:
         """The pass as blocks on another device see it: positions, rotary rows and masks on that device."""
         if device not in step.moved:
             step.moved[device] = self._with_rotary(Step(to_device(step.positions, device), step.cache, step.start,
-                                                        device=device))
+                                                        device=device, rows=step.rows))
         return step.moved[device]
 
     def _blocks(self, hidden: torch.Tensor, step: Step, first: int, last: int, phase: str,
@@ -230,9 +256,11 @@ class Engine:
                 continue
             if block.device != hidden.device:
                 hidden = to_device(hidden, block.device)
-            out = block(hidden, step if block.device == step.device else self._step_on(step, block.device))
+            here = step if block.device == step.device else self._step_on(step, block.device)
+            # a compiled block runs fixed-shape steps only: an eager pass's span changes with every position
+            out = block(hidden, here, self.block_compute if step.start is None else None)
             for count in counters:
-                count(block, hidden.shape[1], phase)
+                count(block, step.real_rows, phase)
             for observe in observers:
                 observe(block, hidden, out, phase)
             if policy is not None:
@@ -246,16 +274,42 @@ class Engine:
             hidden: torch.Tensor | None = None, phase: str = DECODE) -> torch.Tensor:
         """Blocks [first, last) on tokens at positions start.., from ids (embedded here) or from the hidden
         states entering block `first`. A decode or verification pass whose shape has a prepared static step
-        replays it."""
+        replays it; in exact mode every such pass over the shared cache runs in fixed tiles (engine.exact)."""
         inputs = input_ids if hidden is None else hidden
-        if self.static is not None and phase != PREFILL and cache is self.cache:
-            step = self.static.find(first, last, inputs)
-            if step is not None:
-                return step(start, inputs, phase, self.static.replaying)
+        if self.position_weight is not None and start + inputs.shape[1] > self.position_weight.shape[0]:
+            raise IndexError(f"position {start + inputs.shape[1] - 1} is past the model's "
+                             f"{self.position_weight.shape[0]} learned positions")
+        if phase != PREFILL and cache is self.cache:
+            if self.exact_rows:
+                return self._run_tiles(start, first, last, inputs, hidden is None, phase)
+            if self.static is not None:
+                step = self.static.find(first, last, inputs)
+                if step is not None:
+                    return step(start, inputs, phase, self.static.replaying)
         positions = torch.arange(start, start + inputs.shape[1], device=inputs.device)
         if hidden is None:
             hidden = self.embed(input_ids, positions)
         return self.forward(hidden, cache, positions, first, last, phase, start=start)
+
+    def _run_tiles(self, start: int, first: int, last: int, inputs: torch.Tensor, from_ids: bool,
+                   phase: str) -> torch.Tensor:
+        """An exact-mode pass: tiles of exactly R rows (the last padded), each a fixed-shape step."""
+        rows, cache = self.exact_rows, self.cache
+        spans = exact.tile_spans(inputs.shape[1], rows)
+        if start + spans[-1][0] + rows > cache.capacity:
+            raise RuntimeError(f"KV cache overflow: {start + spans[-1][0] + rows} > {cache.capacity} positions")
+        outs = []
+        for a, b in spans:
+            tile = exact.pad_rows(inputs[:, a:b], rows)
+            step = self.static.find(first, last, tile) if self.static is not None else None
+            if step is not None:
+                out = step(start + a, tile, phase, self.static.replaying, rows=b - a)
+            else:
+                positions = torch.arange(start + a, start + a + rows, device=tile.device)
+                hidden = self.embed(tile, positions) if from_ids else tile
+                out = self.forward(hidden, cache, positions, first, last, phase, rows=b - a)
+            outs.append(out[:, : b - a])
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 
     def count_blocks(self, first: int, last: int, tokens: int, phase: str) -> None:
         """Tell the counters about blocks [first, last) that a replayed step ran."""
@@ -263,8 +317,16 @@ class Engine:
             for count in self.counters:
                 count(block, tokens, phase)
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Final norm and LM head (with Gemma 2's final soft-capping), returned on the input device."""
+    def logits(self, hidden: torch.Tensor, step: bool = False) -> torch.Tensor:
+        """Final norm and LM head (with Gemma 2's final soft-capping), returned on the input device. `step`: the
+        rows of a decode, draft or verification step (in exact mode computed in the steps' fixed tiles)."""
+        return self._per_step(self._logits, hidden, step)
+
+    def _per_step(self, fn: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, step: bool
+                  ) -> torch.Tensor:
+        return exact.tiled(fn, hidden, self.exact_rows) if step and self.exact_rows else fn(hidden)
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         normed = self.final_norm(to_device(hidden, self.placement.final_norm))
         logits = self.head(to_device(normed, self.placement.head))
         if self.final_softcap is not None:
@@ -278,15 +340,19 @@ class Engine:
         hidden = to_device(hidden, device)
         return hidden + adapter(hidden)
 
-    def exit_logits(self, hidden: torch.Tensor, exit_block: int) -> torch.Tensor:
-        """Logits from the hidden state after block exit_block - 1 (an engine block index), through its exit adapter when one is fitted."""
-        return self.logits(self._adapted(hidden, exit_block))
+    def exit_logits(self, hidden: torch.Tensor, exit_block: int, step: bool = False) -> torch.Tensor:
+        """Logits from the hidden state after block exit_block - 1 (an engine block index), through its exit
+        adapter when one is fitted."""
+        return self._per_step(lambda h: self._logits(self._adapted(h, exit_block)), hidden, step)
 
-    def draft_logits(self, hidden: torch.Tensor, exit_block: int) -> torch.Tensor:
+    def draft_logits(self, hidden: torch.Tensor, exit_block: int, step: bool = False) -> torch.Tensor:
         """Like exit_logits, but with a draft head, if one is fitted, scoring only its vocabulary (every other
         token gets -inf): drafts are proposals, so they may be approximate; verification scores every token."""
         if self.draft_head is None:
-            return self.exit_logits(hidden, exit_block)
+            return self.exit_logits(hidden, exit_block, step)
+        return self._per_step(lambda h: self._draft_head_logits(h, exit_block), hidden, step)
+
+    def _draft_head_logits(self, hidden: torch.Tensor, exit_block: int) -> torch.Tensor:
         project, token_ids, vocab_size, device = self.draft_head
         normed = self.final_norm(to_device(self._adapted(hidden, exit_block), self.placement.final_norm))
         scores = project(to_device(normed, device))

@@ -41,11 +41,11 @@ class StaticStep:
         self.replay: Callable[[], None] | None = None
         self.output: torch.Tensor | None = None
 
-    def _compute(self, phase: str, observe: bool) -> torch.Tensor:
+    def _compute(self, phase: str, observe: bool, rows: int | None = None) -> torch.Tensor:
         positions = self.start + self.offsets
         hidden = self.engine.embed(self.inputs, positions) if self.from_ids else self.inputs
         return self.engine.forward(hidden, self.engine.cache, positions, self.first, self.last, phase,
-                                   observe=observe)
+                                   observe=observe, rows=rows)
 
     @torch.inference_mode()
     def capture_cuda(self) -> None:
@@ -66,16 +66,18 @@ class StaticStep:
         self.output = self._compute("capture", observe=False).clone()
         self.replay = lambda: self.output.copy_(self._compute("replay", observe=False))
 
-    def __call__(self, start: int, inputs: torch.Tensor, phase: str, replay: bool) -> torch.Tensor:
+    def __call__(self, start: int, inputs: torch.Tensor, phase: str, replay: bool, rows: int | None = None
+                 ) -> torch.Tensor:
+        """The step at positions start.. on `inputs`; `rows`: how many rows are real (exact mode pads a tile)."""
         self.start.fill_(start)
         self.inputs.copy_(inputs)
         if self.replay is None or not replay:
-            return self._compute(phase, observe=True)
+            return self._compute(phase, observe=True, rows=rows)
         if self.engine.observers:
             raise RuntimeError("a replayed step cannot show per-block values to observers; remove them or turn "
                                "graphs off")
         self.replay()
-        self.engine.count_blocks(self.first, self.last, self.inputs.shape[1], phase)
+        self.engine.count_blocks(self.first, self.last, self.inputs.shape[1] if rows is None else rows, phase)
         return self.output.clone()  # the next replay overwrites the output buffer
 
     def buffers(self) -> list[torch.Tensor]:
@@ -123,6 +125,8 @@ def install_static_steps(engine: Engine, capacity: int, shapes: list[Shape], mod
     if mode != "eager" and engine.placement.split:
         raise UsageError(f"captured steps need the whole model on one device; this one is split over "
                          f"{', '.join(map(str, engine.devices))}")
+    if engine.exact_rows:  # every step runs in tiles of exactly R rows (engine.exact)
+        shapes = [(first, last, engine.exact_rows, from_ids) for first, last, _, from_ids in shapes]
     engine.static = None
     engine.static = StaticSteps(engine, capacity, shapes, mode)
     return engine.static

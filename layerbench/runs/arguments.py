@@ -12,7 +12,7 @@ from layerbench.decoding import DEFAULT_STRATEGY, STRATEGIES
 from layerbench.errors import OneLineErrors
 from layerbench.evaluation.datasets import DATASETS
 from layerbench.flags import (add_dataclass_flags, build_dataclasses, copied_fields, merge_options, option,
-                              owned_fields)
+                              owned_fields, parse_noting_explicit)
 from layerbench.surgery.config import STAND_INS, method_fields
 from layerbench.surgery.methods import BASELINE, PRUNE_METHODS
 
@@ -44,15 +44,18 @@ class BenchmarkArguments:
                                        group=DISTRIBUTED)
     max_memory: Optional[str] = option(None, "with --device_map: memory per device for the planner, e.g. "
                                              "0=20GiB,1=20GiB,cpu=60GiB (or JSON)", group=DISTRIBUTED)
-    seed: int = option(42, "seed of sample selection, calibration and sampling, in [0, 2**32 - 1]")
+    seed: int = option(42, "seed of sample selection, calibration and sampling (each sample's stream depends only "
+                           "on the seed and its id), in [0, 2**32 - 1]")
+    verify_cache: bool = option(False, "hash every file of the converted embedded model in the cache before using it "
+                                       "(otherwise only files whose size or mtime changed are hashed)")
     output_dir: str = option("./logs", "folder of the run JSON and samples file (created when the run starts)",
                              group=LOGS)
     warmup: bool = option(True, "one untimed generation before timing")
     resume: Optional[str] = option(None, "run JSON or samples file of an interrupted run to continue (same flags)",
                                    group=LOGS)
-    execute_code: bool = option(False, "human_eval: run the generated code against the tests (pass@1); runs "
-                                       "model-written code without a sandbox", group=LOGS)
-    execution_timeout: float = option(3.0, "seconds each --execute_code check may run", group=LOGS)
+    execute_code: bool = option(False, "human_eval: run the generated code against the tests (pass@1), each "
+                                       "completion in a sandbox (README: Security)", group=LOGS)
+    execution_timeout: float = option(3.0, "seconds each --execute_code check may run, in (0, 3600]", group=LOGS)
     bootstrap_resamples: int = option(1000, "resamples of the bootstrap behind each metric's 95% interval (seeded "
                                             "by --seed; 1 to 100000)", group=LOGS)
     linear_kernel: str = option("auto", "how linear maps run: auto (tuned for fp32 on CPU, torch elsewhere), tuned "
@@ -65,6 +68,17 @@ class BenchmarkArguments:
                                       "same fixed-shape steps run eagerly, any device); a capture that fails or "
                                       "whose replay differs from eager falls back to eager with the reason in the "
                                       "log", names.CUDA_GRAPHS)
+    exact: str = option("auto", "exact mode: every decode, draft and verification step computes each row as it would "
+                                "alone (fixed tiles of rows, the whole cache under a mask), so greedy self-speculative, "
+                                "layer-skip, graph and split-device decoding give autoregressive decoding's tokens bit "
+                                "for bit in any dtype; auto: on for bfloat16 and float16, off for float32",
+                        names.EXACT)
+    compile: str = option("auto", "run fixed-shape steps through torch.compile'd decoder blocks (compiled before "
+                                  "timing; a failure falls back to eager with one warning): auto (off: see README), "
+                                  "on, off", names.COMPILE)
+    reference: str = option("auto", "the autoregressive run whose greedy output this run (speculative, graphs, "
+                                    "compiled, split) is compared with at the end: auto (the newest matching plain "
+                                    "autoregressive run in --output_dir), none, or a run JSON", group=LOGS)
     lm_eval_tasks: Optional[str] = option(None, "after the run, score the same model on lm-evaluation-harness tasks: "
                                                 "comma-separated task or group names, task folders (e.g. tasks/, "
                                                 "the offline local tasks) or YAML files; results in the run JSON "
@@ -105,7 +119,9 @@ class SharedGenerationArguments:
     exit_layer: int = option(-1, "a layer E of the ORIGINAL model (-1: none); autoregressive exits after layers "
                                  "[0, E), self_speculative drafts with them")
     exit_adapter: str = option("none", "early exit / self_speculative: a linear map from the exit layer's hidden "
-                                       "state to the last layer's, fitted on calibration text", names.EXIT_ADAPTERS)
+                                       "state to the last layer's: linear (fitted on calibration text), or trained (the "
+                                       f"{names.TRAINED_EXIT_ADAPTER_FILE} train.py --trainable exit_adapter wrote "
+                                       "beside the --model checkpoint)", names.EXIT_ADAPTERS)
     sample: bool = option(False, "sample instead of greedy decoding")
     temperature: float = option(0.6, "sampling temperature, > 0")
     top_k: int = option(0, "sampling: keep the k most probable tokens (0: all)")
@@ -185,6 +201,7 @@ class Arguments:
     dataset: DatasetArguments
     generation: GenerationArguments
     prune: PruneArguments
+    explicit: frozenset[str] = frozenset()  # the flags the command line gave (a default given counts)
 
     def as_dict(self) -> dict:
         """All flags in one flat dict (the log's `args`; resume compares it)."""
@@ -204,5 +221,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> Arguments:
-    benchmark, dataset, generation, prune = build_dataclasses(build_parser().parse_args(argv), ALL_ARGUMENTS)
-    return Arguments(benchmark=benchmark, dataset=dataset, generation=generation, prune=prune)
+    namespace, explicit = parse_noting_explicit(build_parser(), argv)
+    benchmark, dataset, generation, prune = build_dataclasses(namespace, ALL_ARGUMENTS)
+    return Arguments(benchmark=benchmark, dataset=dataset, generation=generation, prune=prune, explicit=explicit)

@@ -16,8 +16,9 @@ def main(argv: list[str] | None = None) -> int:
         from layerbench.runs.benchmark_run import run  # the heavy imports, once the flags are known to be good
         return run(plan)
     except UsageError as exc:  # includes model loading and unsupported-architecture errors
-        if info.is_main:  # every rank validates the same flags; one line is enough
-            print(f"error: {exc}", file=sys.stderr)
+        # every rank that refuses says so: under torchrun the first rank to exit gets the others killed, so a
+        # line left to rank 0 alone can be lost
+        print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     except SystemExit as exc:  # argparse has already printed its one line (or the help)
         return exc.code if isinstance(exc.code, int) else 2

@@ -16,6 +16,7 @@ from layerbench.evaluation.perplexity import PROTOCOL as PERPLEXITY_PROTOCOL
 from layerbench.runs.plan import Plan
 from layerbench.runs.prepare import Prepared
 from layerbench.runs.run_log import SCHEMA_VERSION, RunLog, environment, write_samples_atomic
+from layerbench.runs.reference import run_agreement
 from layerbench.runs.results_table import results_table
 from layerbench.runs.summary import aggregate, summary_line, uncertainty
 
@@ -61,6 +62,8 @@ def initial_document(plan: Plan, prepared: Prepared, run_id: str, log: RunLog) -
                        "strategy_settings": strategy_settings(prepared.generation.settings),
                        "linear_kernel": engine.linear_kernel, "linear_kernel_detail": engine.kernel.detail,
                        "attention_kernel": engine.attention_kernel, "cuda_graphs": prepared.cuda_graphs,
+                       "exact": prepared.exact, "compile": prepared.compile,
+                       "compile_seconds": prepared.compile_seconds,
                        "engine": "layerbench (own forward)",
                        "stop_token_ids": sorted(prepared.stop.stop_token_ids)},
         "metric_settings": {"rouge": ROUGE_SETTINGS, "bleu": BLEU_SETTINGS,
@@ -115,9 +118,13 @@ def finish(plan: Plan, log: RunLog, doc: dict, done: dict[str, dict], parts: lis
     failed = [part["status"] for part in parts if part["status"]["error"]]
     interrupted = any(part["status"]["interrupted"] for part in parts)
     doc["complete"] = not failed and not interrupted and len(records) == len(plan.samples)
+    agreement, agreement_line = run_agreement(plan.args.benchmark.reference, doc, records, log.path)
+    doc["agreement"] = agreement.as_dict() if agreement else None
     log.write(doc)
     for f in failed:
         print(f"error: rank {f['rank']} failed: {f['error']}", file=sys.stderr)
     print(results_table(doc, log.path, records, bootstrap))
+    if agreement_line:
+        print(agreement_line)
     print(summary_line(log.path, doc))  # last: scripts parse this line
     return 1 if failed else (130 if interrupted else 0)

@@ -3,16 +3,20 @@ each bad value or meaningless combination becomes a UsageError (one `error:` lin
 against the loaded model are in `layerbench.runs.model_checks`."""
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import fields
 
+from layerbench import names
 from layerbench.errors import UsageError
+from layerbench.evaluation.sandbox import MAX_TIMEOUT
 from layerbench.models.device_map import parse_device_map, parse_max_memory
 from layerbench.models.folder import check_model_folder
 from layerbench.decoding import STRATEGIES
 from layerbench.runs.arguments import Arguments, BenchmarkArguments, DatasetArguments, method_flag_owners, \
     strategy_flag_owners
 from layerbench.runs.folders import check_writable_folder
+from layerbench.runs.given_flags import check_given_flags
 from layerbench.runs.ranks import DistInfo
 from layerbench.surgery.config import PruneConfig, method_of, validate_config
 from layerbench.surgery.methods import PRUNE_METHODS
@@ -66,6 +70,8 @@ def validate_generation(generation) -> None:
             raise UsageError(f"--top_k must be >= 0, got {g.top_k}")
     if g.no_repeat_ngram_size is not None and g.no_repeat_ngram_size < 1:
         raise UsageError(f"--no_repeat_ngram_size must be >= 1, got {g.no_repeat_ngram_size}")
+    if any(not w for w in g.stop_words or []):
+        raise UsageError("--stop_words: an empty stop word would end every generation before its first token")
     if any(t < 0 for t in g.stop_token_ids or []):
         raise UsageError(f"--stop_token_ids must be >= 0, got {min(g.stop_token_ids)}")
 
@@ -116,19 +122,31 @@ def validate_combinations(args: Arguments, info: DistInfo) -> None:
         raise UsageError(f"--prune_method {method.name} cannot be combined with --generation_strategy "
                          f"{g.generation_strategy}: its skip set is decided per sequence at prefill, and a skipped "
                          "layer has no KV for the verification pass to reuse")
+    for flag in ("exact", "compile"):
+        if getattr(b, flag) == "on" and method.per_sequence:
+            raise UsageError(f"--{flag} on needs the same layers at every decode step; --prune_method {method.name} "
+                             "decides them per sequence")
     if b.cuda_graphs == "on" and b.device == "cpu":
         raise UsageError("--cuda_graphs on needs a CUDA device, not --device cpu")
+    if b.attention_backend != "auto" and b.device == "cpu":
+        raise UsageError(f"--attention_backend {b.attention_backend} chooses CUDA's SDPA kernels; it does not apply "
+                         f"to --device cpu")
     if b.execute_code and d.dataset != "human_eval":
         raise UsageError("--execute_code only applies to --dataset human_eval")
-    if b.execution_timeout <= 0:
-        raise UsageError(f"--execution_timeout must be > 0, got {b.execution_timeout}")
+    if not 0 < b.execution_timeout <= MAX_TIMEOUT:
+        raise UsageError(f"--execution_timeout must be in (0, {MAX_TIMEOUT:g}] seconds, got {b.execution_timeout:g}")
     check_placement_and_logs(b, info)
-    if p.save_pruned_model and (not method.saveable or p.stand_in != "none"
+    if g.exit_adapter == "trained" and not os.path.isfile(os.path.join(b.model or "", names.TRAINED_EXIT_ADAPTER_FILE)):
+        raise UsageError(f"--exit_adapter trained reads {names.TRAINED_EXIT_ADAPTER_FILE} from the --model folder "
+                         f"(train.py --trainable exit_adapter writes it); {b.model or 'the embedded model'} has none")
+    if b.reference not in ("auto", "none") and not os.path.isfile(b.reference):
+        raise UsageError(f"--reference {b.reference}: no such run JSON (or auto, none)")
+    if p.save_pruned_model is not None and (not method.saveable or p.stand_in != "none"
                                 or g.exit_adapter != "none" or g.draft_vocabulary is not None):
         saveable = ", ".join(m.name for m in PRUNE_METHODS.values() if m.saveable)
         raise UsageError("--save_pruned_model writes standard HF checkpoints, which cannot describe factorized, "
                          f"gated, stand-in or exit-adapter modules; it supports {saveable}")
-    if p.save_pruned_model:
+    if p.save_pruned_model is not None:
         check_writable_folder(p.save_pruned_model, "--save_pruned_model")
     if not b.resume:
         check_writable_folder(b.output_dir, "--output_dir")
@@ -141,6 +159,7 @@ def check_flags(args: Arguments, info: DistInfo) -> PruneConfig:
     validate_dataset(args.dataset)
     config = prune_config(args.prune, args.benchmark.seed)
     validate_combinations(args, info)
+    check_given_flags(args)
     return config
 
 

@@ -3,6 +3,7 @@ appended to the samples file before the next one starts, so a crash loses no fin
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import sys
 import time
 
@@ -22,11 +23,24 @@ from layerbench.runs.summary import progress
 
 
 def new_chooser(plan: Plan, prepared: Prepared) -> TokenChooser:
-    """Each rank samples with its own stream; greedy runs do not use it."""
+    """The token chooser of the run's flags; benchmark runs give each sample its own random stream
+    (`start_sample_stream`); greedy runs do not use it."""
     g = plan.args.generation
     config = SamplingConfig(sample=g.sample, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
-                            no_repeat_ngram_size=g.no_repeat_ngram_size, seed=plan.args.benchmark.seed + plan.info.rank)
+                            no_repeat_ngram_size=g.no_repeat_ngram_size, seed=plan.args.benchmark.seed)
     return TokenChooser(config, prepared.engine.device)
+
+
+def sample_seed(seed: int, sample_id: str) -> int:
+    """The seed of one sample's random stream: a function of (--seed, sample id) alone, so a sample draws the same
+    tokens whichever rank runs it and whatever ran before it in the process (a resumed run equals an
+    uninterrupted one)."""
+    digest = hashlib.sha256(f"{seed}\0{sample_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1  # torch seeds are 64-bit; keep it non-negative
+
+
+def start_sample_stream(chooser: TokenChooser, seed: int, sample_id: str) -> None:
+    chooser.generator.manual_seed(sample_seed(seed, sample_id))
 
 
 def generate(prepared: Prepared, prompt_ids: list[int], chooser: TokenChooser, max_steps: int | None = None
@@ -41,11 +55,13 @@ def generate(prepared: Prepared, prompt_ids: list[int], chooser: TokenChooser, m
 def benchmark_sample(plan: Plan, prepared: Prepared, sample: Sample, chooser: TokenChooser) -> dict:
     tokenizer, pruner = prepared.loaded.tokenizer, prepared.pruner
     prompt_ids = prepared.prompts[sample.sample_id]
+    start_sample_stream(chooser, plan.args.benchmark.seed, sample.sample_id)
     res = generate(prepared, prompt_ids, chooser)
     text = prepared.stop.cut_text(tokenizer.decode(res.token_ids, skip_special_tokens=True))
     record = {
         "sample_id": sample.sample_id, "prompt": tokenizer.decode(prompt_ids), "reference": sample.reference,
-        "prediction": text, "num_tokens": len(res.token_ids), "prompt_tokens": len(prompt_ids),
+        "prediction": text, "token_ids": res.token_ids, "num_tokens": len(res.token_ids),
+        "prompt_tokens": len(prompt_ids),
         "time_to_first_token": res.time_to_first_token, "total_time": res.total_time,
         "tokens_per_second": len(res.token_ids) / res.total_time,
         "num_drafted": res.num_drafted, "num_accepted": res.num_accepted, "num_rounds": res.num_rounds,

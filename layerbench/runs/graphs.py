@@ -51,6 +51,19 @@ def capture_checked(engine: Engine, capacity: int, shapes: list, mode: str,
     return f"on ({len(engine.static.steps)} captured steps; replay equals eager on the longest prompt)"
 
 
+def check_tokens(engine: Engine, strategy: GenerationStrategy, generation: GenerationConfig,
+                 warmup_prompt: list[int], stop: StopCondition) -> Callable[[], list[int]]:
+    """A greedy generation of up to CHECK_TOKENS tokens of the warm-up prompt (what preparation runs to compile
+    and capture every step, and to compare replay with eager steps)."""
+    check = dataclasses.replace(generation, max_steps=min(generation.max_steps, CHECK_TOKENS))
+    prompt = torch.tensor([warmup_prompt], device=engine.device)
+
+    def generate_tokens() -> list[int]:
+        chooser = TokenChooser(SamplingConfig(sample=False), engine.device)
+        return strategy.generate(engine, prompt, check, chooser, stop).token_ids
+    return generate_tokens
+
+
 def prepare_graphs(requested: str, engine: Engine, strategy: GenerationStrategy, generation: GenerationConfig,
                    warmup_prompt: list[int], stop: StopCondition) -> str:
     """`requested`: --cuda_graphs (auto, on, off, static; `on` without CUDA was refused before loading). Returns
@@ -67,10 +80,5 @@ def prepare_graphs(requested: str, engine: Engine, strategy: GenerationStrategy,
     if engine.placement.split:
         return fall_back(engine, f"the model is split over {', '.join(map(str, engine.devices))}; a graph is "
                                  f"captured on one device")
-    check = dataclasses.replace(generation, max_steps=min(generation.max_steps, CHECK_TOKENS))
-    prompt = torch.tensor([warmup_prompt], device=engine.device)
-
-    def generate_tokens() -> list[int]:
-        chooser = TokenChooser(SamplingConfig(sample=False), engine.device)
-        return strategy.generate(engine, prompt, check, chooser, stop).token_ids
-    return capture_checked(engine, capacity, shapes, "cuda", generate_tokens)
+    return capture_checked(engine, capacity, shapes, "cuda",
+                           check_tokens(engine, strategy, generation, warmup_prompt, stop))

@@ -15,16 +15,17 @@ from layerbench.engine.engine import Engine, EngineOptions
 from layerbench.errors import UsageError
 from layerbench.evaluation import datasets
 from layerbench.models.fingerprint import model_content_hash
-from layerbench.models.loading import EMBEDDED_NAME, LoadedModel, cache_root, load_model
+from layerbench.models.loading import EMBEDDED_NAME, LoadedModel, cache_root, embedded_model_source, load_model
 from layerbench.runs import distributed
 from layerbench.runs.flag_checks import validate_exit_layer
 from layerbench.runs.graphs import prepare_graphs
+from layerbench.runs.step_modes import apply_exact, prepare_compile
 from layerbench.runs.model_checks import check_context, check_stop_token_ids
 from layerbench.runs.plan import Plan
 from layerbench.surgery.calibration import Calibration
 from layerbench.surgery.calibration_cache import CalibrationCache
 from layerbench.surgery.draft_vocabulary import choose_draft_vocabulary, install_draft_vocabulary
-from layerbench.surgery.exit_adapter import fit_exit_adapter, install_exit_adapter
+from layerbench.surgery.exit_adapter import fit_exit_adapter, install_exit_adapter, load_trained_exit_adapter
 from layerbench.surgery.prune_model import PruneModel
 
 CALIBRATION_FALLBACK = "aclsum_summarization"
@@ -41,6 +42,9 @@ class Prepared:
     prompts: dict[str, list[int]]  # sample id -> prompt token ids
     use_chat: bool
     load_seconds: float
+    exact: str = "off"
+    compile: str = "off"
+    compile_seconds: float | None = None
     cuda_graphs: str = "off"
 
 
@@ -114,6 +118,14 @@ def exit_block_of(plan: Plan, pruner: PruneModel) -> int:
     return exit_block
 
 
+def adapter_for(plan: Plan, pruner: PruneModel, exit_block: int) -> dict:
+    """--exit_adapter linear: fitted on calibration text; trained: the one train.py saved beside the checkpoint."""
+    g = plan.args.generation
+    if g.exit_adapter == "trained":
+        return load_trained_exit_adapter(plan.args.benchmark.model, g.exit_layer, exit_block)
+    return fit_exit_adapter(pruner, exit_block)
+
+
 def stop_condition(plan: Plan, loaded: LoadedModel) -> StopCondition:
     g = plan.args.generation
     stop_ids = set(g.stop_token_ids or [])
@@ -144,6 +156,8 @@ def load(plan: Plan) -> LoadedModel:
         if plan.info.is_main:
             print(text, end=end, file=sys.stderr, flush=True)
 
+    # the embedded model's cache is checked first, so a damaged entry's warning gets a line of its own
+    loaded_from = embedded_model_source(b.verify_cache)[1] if b.model is None else None
     status(f"loading {b.model or EMBEDDED_NAME} ...", end=" ")
     t0 = time.perf_counter()
     try:
@@ -152,6 +166,7 @@ def load(plan: Plan) -> LoadedModel:
         status("failed")
         raise
     status(f"{time.perf_counter() - t0:.1f} s")
+    loaded.loaded_from = loaded_from or loaded.loaded_from
     return loaded
 
 
@@ -175,7 +190,7 @@ def prepare_model(plan: Plan) -> Prepared:
     pruner, vocabulary = prune(plan, loaded, stop)
     exit_block = exit_block_of(plan, pruner)
     if g.exit_adapter != "none":  # fitted once, on rank 0
-        fitted = fit_exit_adapter(pruner, exit_block) if plan.info.is_main else None
+        fitted = adapter_for(plan, pruner, exit_block) if plan.info.is_main else None
         fitted = distributed.broadcast(fitted, plan.info)
         pruner.report["exit_adapter"] = install_exit_adapter(pruner, fitted)
     if vocabulary is not None:
@@ -189,12 +204,18 @@ def prepare_model(plan: Plan) -> Prepared:
     generation = strategy.configure(g, pruner, engine, exit_block)
     return Prepared(loaded=loaded, pruner=pruner, engine=engine, strategy=strategy,
                     generation=generation, stop=stop, prompts=prompts, use_chat=use_chat,
-                    load_seconds=loaded.load_seconds)
+                    load_seconds=loaded.load_seconds, exact=apply_exact(b.exact, engine))
 
 
 def prepare(plan: Plan) -> Prepared:
+    """prepare_model, then the steps as they will be timed: the shared cache sized for the longest prompt,
+    compiled blocks (--compile) and captured graphs (--cuda_graphs), each proven on the longest prompt."""
     prepared = prepare_model(plan)
+    b, engine = plan.args.benchmark, prepared.engine
     longest = max(prepared.prompts.values(), key=len)
-    prepared.cuda_graphs = prepare_graphs(plan.args.benchmark.cuda_graphs, prepared.engine, prepared.strategy,
-                                          prepared.generation, longest, prepared.stop)
+    engine.new_cache(prepared.strategy.capacity(len(longest), prepared.generation))
+    prepared.compile, prepared.compile_seconds = prepare_compile(b.compile, engine, prepared.strategy,
+                                                                 prepared.generation, longest, prepared.stop)
+    prepared.cuda_graphs = prepare_graphs(b.cuda_graphs, engine, prepared.strategy, prepared.generation, longest,
+                                          prepared.stop)
     return prepared
