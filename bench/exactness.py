@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 
 from doc_tables import Section, environment_line, table
 from layerbench.decoding.layer_skip_speculative import LayerSkipSettings, parse_layers
@@ -43,6 +44,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                        help="self-speculative E:d settings (default: 10:3 15:4 20:6); the first d+1 <= 8 one is timed")
     paths.add_argument("--draft_skip_layers", default="18-23", help="layers the layer-skip draft skips (default: "
                                                                     "18-23)")
+    paths.add_argument("--modes", nargs="+", default=["off", "on"], choices=("off", "on"),
+                       help="exact modes whose agreement is measured (default: off on; the cost is always timed)")
     paths.add_argument("--compile", action="store_true", help="also compiled blocks (slow to compile on a CPU)")
     groups["timing"].add_argument("--out", default=None, help="folder for exactness_<timestamp>.json (default: "
                                                              "results/<cpu|gpu>)")
@@ -166,7 +169,7 @@ def one_dtype(loaded, mapped, prompts, a, dtype: str) -> dict:
     result = {"kernels": None, "agreement": {}, "tokens_per_second": {}, "ratios": {}}
     with torch.inference_mode():
         result["kernels"] = kernel_probes(Engine(model))
-        for mode, rows in (("off", 0), ("on", 8)):
+        for mode, rows in (m for m in (("off", 0), ("on", 8)) if m[0] in a.modes):
             _, outputs = run_alternating(path_runners(model, mapped, a, rows), prompts, 1)
             result["agreement"][mode] = agreement(outputs)
         e, d = next(((e, d) for e, d in a.settings if d + 1 <= 8), a.settings[0])
@@ -199,16 +202,21 @@ def main(argv: list[str] | None = None) -> None:
     write_result(a.out or f"results/{'gpu' if device.type == 'cuda' else 'cpu'}", "exactness", doc, device)
 
 
+def agreement_cell(a: dict | None) -> str:
+    if a is None:
+        return "not run"
+    first = a["mean_first_difference_token"]
+    return f"{a['identical']}/{a['samples']}" + (f" (first difference at token {first:.1f})" if first is not None else "")
+
+
 def render(files: list[tuple[str, dict]]) -> str:
     parts = []
     for path, doc in files:
         for dtype, r in doc["results"].items():
-            paths = list(r["agreement"]["on"])
-            rows = [[p, *(f"{r['agreement'][m][p]['identical']}/{r['agreement'][m][p]['samples']}"
-                          + (f" (first difference at token {r['agreement'][m][p]['mean_first_difference_token']:.1f})"
-                             if r['agreement'][m][p]['mean_first_difference_token'] is not None else "")
-                          for m in ("off", "on"))] for p in paths]
-            parts.append(f"**{dtype}** ({environment_line(doc)}): predictions identical to autoregressive decoding\n\n"
+            paths = list(dict.fromkeys(p for mode in r["agreement"].values() for p in mode))
+            rows = [[p, *(agreement_cell(r["agreement"].get(m, {}).get(p)) for m in ("off", "on"))] for p in paths]
+            parts.append(f"**{dtype}** (`{doc['command']}`, {os.path.basename(path)}; {environment_line(doc)}): "
+                         "predictions identical to autoregressive decoding\n\n"
                          + table(rows, ["path", "exact off", "exact on"]))
             kernels = [[k, *v.values()] for k, v in r["kernels"].items()]
             parts.append(table(kernels, ["kernel", *next(iter(r["kernels"].values())).keys()]))
@@ -220,7 +228,8 @@ def render(files: list[tuple[str, dict]]) -> str:
 
 SECTION = Section("Exact mode: agreement with autoregressive decoding, per-kernel row invariance, cost "
                   "(bench/exactness.py)", "*/exactness_*.json",
-                  "python -m bench exactness --dtypes bfloat16 float16 float32 --samples 10 --max_tokens 128",
+                  "python -m bench exactness --dtypes bfloat16 --samples 10 --max_tokens 128 --compile; "
+                  "python -m bench exactness --dtypes float16 --samples 10 --max_tokens 128 --modes on",
                   "Each path's greedy predictions against autoregressive decoding computed the same way, with exact "
                   "mode off and on; each kernel's rows computed in calls of several rows against alone; and "
                   "tokens/s with exact mode on and off, alternated in one process.", render)

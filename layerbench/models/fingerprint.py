@@ -18,17 +18,11 @@ import tempfile
 import torch
 from torch import nn
 
+from layerbench.models.cache_entry import file_sha256
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 DIGEST_INDEX = "file_digests.json"
 _CONTENT_NAMED = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_index(path: str) -> dict:

@@ -9,7 +9,7 @@ from typing import Optional
 
 from layerbench import names
 from layerbench.decoding import DEFAULT_STRATEGY, STRATEGIES
-from layerbench.errors import OneLineErrors
+from layerbench.errors import OneLineArgumentParser
 from layerbench.evaluation.datasets import DATASETS
 from layerbench.flags import (add_dataclass_flags, build_dataclasses, copied_fields, merge_options, option,
                               owned_fields, parse_noting_explicit)
@@ -208,14 +208,11 @@ class Arguments:
         return {**asdict(self.benchmark), **asdict(self.dataset), **asdict(self.generation), **asdict(self.prune)}
 
 
-class OneLineParser(OneLineErrors, argparse.ArgumentParser):
-    """argparse whose errors are one line on stderr and exit status 2."""
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="benchmark.py", allow_abbrev=False, usage="%(prog)s [flags]",
-                           description="Benchmark a (pruned, compressed or layer-skipping) causal LM: generate over "
-                                       "a dataset, measure quality and speed, write one JSON log per run.")
+    parser = OneLineArgumentParser(
+        prog="benchmark.py", allow_abbrev=False, usage="%(prog)s [flags]",
+        description="Benchmark a (pruned, compressed or layer-skipping) causal LM: generate over a dataset, measure "
+                    "quality and speed, write one JSON log per run.")
     add_dataclass_flags(parser, ALL_ARGUMENTS, GROUPS, DEFAULT_GROUPS)
     return parser
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from layerbench import names
-from layerbench.errors import OneLineErrors
+from layerbench.errors import OneLineArgumentParser
 from layerbench.evaluation.datasets import DATASETS
 from layerbench.flags import add_dataclass_flags, build_dataclasses, option
 
@@ -137,14 +137,11 @@ class TrainingArguments:
         return {k: v for k, v in self.as_dict().items() if k not in RESUME_MAY_CHANGE}
 
 
-class OneLineParser(OneLineErrors, argparse.ArgumentParser):
-    """argparse whose errors are one line on stderr and exit status 2."""
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="train.py", allow_abbrev=False, usage="%(prog)s --output_dir DIR [flags]",
-                           description="Train a causal LM for early exit (LayerSkip: layer dropout and early-exit "
-                                       "loss) and save it as a standard Hugging Face checkpoint.")
+    parser = OneLineArgumentParser(
+        prog="train.py", allow_abbrev=False, usage="%(prog)s --output_dir DIR [flags]",
+        description="Train a causal LM for early exit (LayerSkip: layer dropout and early-exit loss) and save it as "
+                    "a standard Hugging Face checkpoint.")
     add_dataclass_flags(parser, ALL_ARGUMENTS, GROUPS, DEFAULT_GROUPS)
     return parser
 
