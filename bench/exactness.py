@@ -46,6 +46,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                                                                     "18-23)")
     paths.add_argument("--modes", nargs="+", default=["off", "on"], choices=("off", "on"),
                        help="exact modes whose agreement is measured (default: off on; the cost is always timed)")
+    paths.add_argument("--skip_timing", action="store_true", help="measure agreement only, not exact mode's cost")
     paths.add_argument("--compile", action="store_true", help="also compiled blocks (slow to compile on a CPU)")
     groups["timing"].add_argument("--out", default=None, help="folder for exactness_<timestamp>.json (default: "
                                                              "results/<cpu|gpu>)")
@@ -109,8 +110,9 @@ def layer_skip_config(engine, a, max_steps: int):
         chosen_by="--draft_skip_layers"))
 
 
-def path_runners(model, mapped, a, rows: int) -> dict:
-    """Every path of one exact mode (rows = 0: off), keyed by name; `autoregressive` is the reference."""
+def path_runners(model, mapped, a, rows: int, longest: int) -> dict:
+    """Every path of one exact mode (rows = 0: off), keyed by name; `autoregressive` is the reference. Every
+    engine's cache is sized once for the longest prompt, as benchmark.py's preparation does."""
     from layerbench.decoding import STRATEGIES, GenerationConfig
     from layerbench.engine.compiled import compile_blocks
     from layerbench.engine.engine import Engine, EngineOptions
@@ -118,29 +120,35 @@ def path_runners(model, mapped, a, rows: int) -> dict:
     options = EngineOptions(exact_rows=rows)
     engine, n = Engine(model, options), a.max_tokens
     ar = GenerationConfig(max_steps=n)
+    capacity = STRATEGIES["autoregressive"].capacity(longest, ar)
+
+    def sized(e: Engine) -> Engine:
+        e.new_cache(capacity)
+        return e
+    sized(engine)
     runners = {"autoregressive": our_runner(engine, "autoregressive", ar)}
     for e, d in a.settings:
         runners[f"self_speculative E={e} d={d}"] = our_runner(
             engine, "self_speculative", GenerationConfig(max_steps=n, exit_block=e, num_speculations=d))
     runners["layer_skip_speculative"] = our_runner(engine, "layer_skip_speculative", layer_skip_config(engine, a, n))
     static = Engine(model, options)
-    install_static_steps(static, 4096, STRATEGIES["autoregressive"].static_shapes(static, ar), "eager")
+    install_static_steps(static, capacity, STRATEGIES["autoregressive"].static_shapes(static, ar), "eager")
     runners["fixed-shape steps (--cuda_graphs static)"] = our_runner(static, "autoregressive", ar)
-    runners["--device_map auto"] = our_runner(Engine(mapped, options), "autoregressive", ar)
+    runners["--device_map auto"] = our_runner(sized(Engine(mapped, options)), "autoregressive", ar)
     if engine.device.type == "cuda":  # the same steps captured as CUDA graphs, replayed
         e, d = a.settings[0]
         for strategy, config in (("autoregressive", ar),
                                  ("self_speculative", GenerationConfig(max_steps=n, exit_block=e, num_speculations=d))):
             graphed = Engine(model, options)
-            install_static_steps(graphed, 4096, STRATEGIES[strategy].static_shapes(graphed, config), "cuda")
+            install_static_steps(graphed, capacity, STRATEGIES[strategy].static_shapes(graphed, config), "cuda")
             label = strategy if strategy == "autoregressive" else f"{strategy} E={e} d={d}"
             runners[f"CUDA graphs: {label}"] = our_runner(graphed, strategy, config)
     if a.compile:  # compiled blocks: autoregressive against the eager one, the others against it
-        compiled = Engine(model, options)
+        compiled = sized(Engine(model, options))
         compile_blocks(compiled)
         e, d = a.settings[0]
         ss = GenerationConfig(max_steps=n, exit_block=e, num_speculations=d)
-        install_static_steps(compiled, 4096, STRATEGIES["autoregressive"].static_shapes(compiled, ar)
+        install_static_steps(compiled, capacity, STRATEGIES["autoregressive"].static_shapes(compiled, ar)
                              + STRATEGIES["self_speculative"].static_shapes(compiled, ss), "eager")
         runners[COMPILED_AR] = our_runner(compiled, "autoregressive", ar)
         runners[f"compiled self_speculative E={e} d={d}"] = our_runner(compiled, "self_speculative", ss)
@@ -162,28 +170,35 @@ def agreement(outputs: dict[str, list[list[int]]]) -> dict[str, dict]:
     return out
 
 
+def exact_cost(model, mapped, prompts, a, longest: int) -> dict:
+    """Tokens/s of autoregressive and self-speculative decoding with exact mode off and on, alternated."""
+    e, d = next(((e, d) for e, d in a.settings if d + 1 <= 8), a.settings[0])
+    timed = {}
+    for mode, rows in (("off", 0), ("on", 8)):
+        runners = path_runners(model, mapped, argparse.Namespace(**{**vars(a), "settings": [(e, d)], "compile": False}),
+                               rows, longest)
+        timed[f"autoregressive, exact {mode}"] = runners["autoregressive"]
+        timed[f"self_speculative E={e} d={d}, exact {mode}"] = runners[f"self_speculative E={e} d={d}"]
+    stats, _ = run_alternating(timed, prompts, a.rounds)
+    tps = {name: s.tokens_per_second for name, s in stats.items()}
+    ratios = {f"{strategy}: exact on / off": tps[f"{strategy}, exact on"] / tps[f"{strategy}, exact off"]
+              for strategy in ("autoregressive", f"self_speculative E={e} d={d}")}
+    return {"tokens_per_second": tps, "ratios": ratios}
+
+
 def one_dtype(loaded, mapped, prompts, a, dtype: str) -> dict:
     from layerbench.engine.engine import Engine
     model = copy.deepcopy(loaded.model).to(getattr(torch, dtype))
     mapped = copy.deepcopy(mapped).to(getattr(torch, dtype))
     result = {"kernels": None, "agreement": {}, "tokens_per_second": {}, "ratios": {}}
+    longest = max(len(p) for p in prompts)
     with torch.inference_mode():
         result["kernels"] = kernel_probes(Engine(model))
         for mode, rows in (m for m in (("off", 0), ("on", 8)) if m[0] in a.modes):
-            _, outputs = run_alternating(path_runners(model, mapped, a, rows), prompts, 1)
+            _, outputs = run_alternating(path_runners(model, mapped, a, rows, longest), prompts, 1)
             result["agreement"][mode] = agreement(outputs)
-        e, d = next(((e, d) for e, d in a.settings if d + 1 <= 8), a.settings[0])
-        timed = {}
-        for mode, rows in (("off", 0), ("on", 8)):
-            runners = path_runners(model, mapped, argparse.Namespace(**{**vars(a), "settings": [(e, d)],
-                                                                        "compile": False}), rows)
-            timed[f"autoregressive, exact {mode}"] = runners["autoregressive"]
-            timed[f"self_speculative E={e} d={d}, exact {mode}"] = runners[f"self_speculative E={e} d={d}"]
-        stats, _ = run_alternating(timed, prompts, a.rounds)
-    result["tokens_per_second"] = {name: s.tokens_per_second for name, s in stats.items()}
-    tps = result["tokens_per_second"]
-    for strategy in ("autoregressive", f"self_speculative E={e} d={d}"):
-        result["ratios"][f"{strategy}: exact on / off"] = tps[f"{strategy}, exact on"] / tps[f"{strategy}, exact off"]
+        if not a.skip_timing:
+            result.update(exact_cost(model, mapped, prompts, a, longest))
     return result
 
 
@@ -206,7 +221,8 @@ def agreement_cell(a: dict | None) -> str:
     if a is None:
         return "not run"
     first = a["mean_first_difference_token"]
-    return f"{a['identical']}/{a['samples']}" + (f" (first difference at token {first:.1f})" if first is not None else "")
+    cell = f"{a['identical']}/{a['samples']}"
+    return cell if first is None else f"{cell} (first difference at token {first:.1f})"
 
 
 def render(files: list[tuple[str, dict]]) -> str:
@@ -222,7 +238,8 @@ def render(files: list[tuple[str, dict]]) -> str:
             parts.append(table(kernels, ["kernel", *next(iter(r["kernels"].values())).keys()]))
             speed = [[k, f"{v:.2f}"] for k, v in r["tokens_per_second"].items()] + \
                     [[k, f"{v:.3f}"] for k, v in r["ratios"].items()]
-            parts.append(table(speed, ["timed (tokens/s, alternated in one process)", "value"]))
+            if speed:
+                parts.append(table(speed, ["timed (tokens/s, alternated in one process)", "value"]))
     return "\n\n".join(parts)
 
 

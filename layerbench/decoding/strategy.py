@@ -85,5 +85,7 @@ class GenerationStrategy(ABC):
 
     @staticmethod
     def capacity(prompt_length: int, config: GenerationConfig) -> int:
-        """KV-cache positions one generation needs."""
-        return prompt_length + config.max_steps + config.num_speculations + 2
+        """KV-cache positions one generation needs: the same for every strategy, so that in exact mode every
+        strategy's fixed-shape steps read one key span (a longer cache changes masked attention's reduction). No
+        strategy writes past the prompt plus max_steps: speculative rounds draft at most the steps that remain."""
+        return prompt_length + config.max_steps + 2
